@@ -1,0 +1,78 @@
+# The two commands of the quick start:
+#   make book   set everything up, then build the whole book into _build/html
+#   make test   set everything up, then run every test (unit, book build, browser)
+# Both are idempotent: the environment is rebuilt only when requirements.txt or
+# pyproject.toml change, the data and vendor files are fetched only once.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := book
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# The install stamp is named after a hash of what was installed, so a changed pin
+# gives a new name and triggers a reinstall.
+REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+MATHJAX_VERSION := 3.2.2
+MATHJAX := .vendor/mathjax/es5/tex-chtml.js
+D2L_REFERENCE := d2l==1.0.3
+
+.PHONY: book test setup env data vendor browser unit book-check bench clean
+
+book: setup
+	$(VENV)/bin/jupyter-book build . --all
+	@echo "The book is in _build/html/index.html"
+
+test: setup browser
+	$(PY) -m pytest -q
+
+setup: env data vendor
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@# The d2l package is a reference for tests and benchmarks only: its own pins
+	@# (numpy 1.23, pandas 2.0, ...) do not install beside today's stack.
+	$(PY) -m pip install --quiet --no-deps $(D2L_REFERENCE)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (d2lcore)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+data: env
+	@$(PY) -m d2lcore.data --check 2>/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing the Debian package dataset-fashion-mnist ..."; \
+	    (apt-get install -y -q dataset-fashion-mnist || \
+	     (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	  fi; \
+	  $(PY) -m d2lcore.data --check; }
+
+vendor: $(MATHJAX)
+
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch MathJax $(MATHJAX_VERSION) (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .vendor/mathjax && mkdir -p .vendor/mathjax
+	cd .vendor && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	tar -xzf .vendor/mathjax-$(MATHJAX_VERSION).tgz -C .vendor/mathjax --strip-components=1
+	rm .vendor/mathjax-$(MATHJAX_VERSION).tgz
+
+# Headless Chromium for the browser tests (Debian's packages; Playwright drives it).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q chromium chromium-driver || \
+	     (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null; \
+	  else echo "The browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+bench: setup
+	$(PY) benchmarks/bench_epoch.py
+
+clean:
+	rm -rf _build .d2l_cache
+

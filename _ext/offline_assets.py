@@ -1,0 +1,60 @@
+"""Sphinx extension: serve plotly.js and MathJax from the built site, not from CDNs.
+
+- ``plotly.min.js`` (from the installed ``plotly`` package, so it always matches the
+  Python side) is copied to ``_static/vendor/`` and loaded only on pages that hold a
+  plotly figure, once per page.
+- MathJax 3 (unpacked from the npm registry into ``.vendor/mathjax`` by ``make``) is
+  copied to ``_static/vendor/mathjax``; ``mathjax_path`` in ``_config.yml`` points there.
+
+Vendor bundles are copied at the end of the build instead of living in a ``_static``
+source folder, because Jupyter Book would then add every ``.js`` in it to every page.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import plotly
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+# The parts of MathJax's es5 folder that tex-chtml.js loads (fonts, lazy components).
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors")
+
+
+def _add_plotly(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
+                doctree: Any) -> None:
+    if "plotly-graph-div" in context.get("body", ""):
+        # Called during html-page-context, this adds the script to this page only.
+        app.add_js_file("vendor/plotly.min.js", priority=200)
+
+
+def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    vendor = Path(app.outdir) / "_static" / "vendor"
+    vendor.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PLOTLY_JS, vendor / "plotly.min.js")
+    source = Path(app.srcdir) / app.config.offline_mathjax_dir
+    if not (source / "tex-chtml.js").is_file():
+        raise ExtensionError(
+            f"MathJax is missing from {source}; run `make vendor` (it unpacks the npm "
+            "package mathjax) so the book's math renders offline"
+        )
+    for part in MATHJAX_PARTS:
+        src, dst = source / part, vendor / "mathjax" / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("offline_mathjax_dir", ".vendor/mathjax/es5", "html")
+    app.connect("html-page-context", _add_plotly)
+    app.connect("build-finished", _copy_assets)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,17 @@
+"""d2lcore: the tested core package behind the interactive deep-learning book.
+
+One concept per module:
+
+- ``device``   -- choosing the device and making runs repeatable
+- ``data``     -- synthetic data, Fashion-MNIST, the in-memory minibatch loader
+- ``models``   -- linear regression, softmax regression, the MLP
+- ``init``     -- named weight-initialization schemes
+- ``metrics``  -- accuracy and evaluation
+- ``train``    -- the training loop and its history
+- ``plotting`` -- plotly figures and the renderer the built book needs
+"""
+
+from d2lcore.device import get_device, set_seed
+
+__all__ = ["get_device", "set_seed"]
+__version__ = "0.1.0"
