@@ -85,8 +85,14 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        rates = [float(dropout)] * len(hidden_sizes) if isinstance(dropout, (int, float)) else list(dropout)
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
+        rates = (
+            [float(dropout)] * len(hidden_sizes)
+            if isinstance(dropout, (int, float))
+            else list(dropout)
+        )
         if len(rates) != len(hidden_sizes):
             raise ValueError(
                 f"got {len(rates)} dropout rates for {len(hidden_sizes)} hidden layers; "

@@ -37,6 +37,7 @@ class History:
 
     def final(self) -> dict[str, float | None]:
         """The last epoch's numbers (``None`` where there are none)."""
+
         def last(xs: list[float]) -> float | None:
             return xs[-1] if xs else None
 
@@ -105,7 +106,11 @@ def fit(
             loss_sum += loss.detach() * len(y)
             n += len(y)
         train_loss = float(loss_sum) / max(n, 1)
-        val = evaluate(model, val_batches, loss_fn, device=device) if val_batches is not None else None
+        val = (
+            evaluate(model, val_batches, loss_fn, device=device)
+            if val_batches is not None
+            else None
+        )
         if not math.isfinite(train_loss) or (val is not None and not math.isfinite(val.loss)):
             history.diverged = True
             history.diverged_epoch = epoch

@@ -1,0 +1,287 @@
+"""Seconds per epoch: d2lcore's training loop against the d2l 1.0.3 package's own loop.
+
+Both sides train the same models on Fashion-MNIST at batch size 256 with SGD (lr 0.1) and
+the same number of steps per epoch, one side after the other in one process:
+
+- d2lcore: ``fashion_mnist_loaders`` (the data set lives on the device as tensors and
+  batches are slices of a permutation), ``SoftmaxRegression`` or ``MLP``, and ``fit``
+  with ``nn.CrossEntropyLoss`` and ``torch.optim.SGD``.
+- d2l: ``d2l.FashionMNIST`` (torchvision data set, PIL image -> tensor per example,
+  ``DataLoader`` with d2l's default of 4 worker processes), d2l's own model classes
+  and ``d2l.Trainer.fit``, including its matplotlib progress board (drawn with the Agg
+  backend; the time spent in ``ProgressBoard.draw`` is reported on its own).
+
+Each model gets one warm-up epoch, then ``--epochs`` timed epochs per side; the table
+shows the median. An epoch includes the pass over the validation data on both sides.
+
+Usage::
+
+    python benchmarks/bench_epoch.py                 # both models, 2 timed epochs
+    python benchmarks/bench_epoch.py --models mlp --epochs 3
+    D2L_DEVICE=cpu python benchmarks/bench_epoch.py  # force the device
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import io
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# Before d2l imports pyplot: draw into memory, never open a window.
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+from d2l import torch as d2l  # noqa: E402
+from torch import nn  # noqa: E402
+
+import d2lcore  # noqa: E402
+from d2lcore.data import (  # noqa: E402
+    FASHION_MNIST_FILES,
+    DataSplits,
+    fashion_mnist_loaders,
+    find_fashion_mnist,
+)
+from d2lcore.models import MLP, SoftmaxRegression  # noqa: E402
+from d2lcore.train import fit  # noqa: E402
+
+BATCH_SIZE = 256
+LR = 0.1
+HIDDEN = 256
+DROPOUT = 0.5
+MODELS = ("softmax", "mlp")
+DESCRIPTIONS = {"softmax": "softmax 784-10", "mlp": "MLP 784-256-10, dropout 0.5"}
+
+
+@dataclass
+class Result:
+    """Per-epoch seconds (warm-up first) and the final validation accuracy of one side."""
+
+    seconds: list[float]
+    val_acc: float | None
+    plot_seconds: list[float] = field(default_factory=list)
+
+    def timed(self, values: list[float] | None = None) -> list[float]:
+        return (self.seconds if values is None else values)[1:]  # drop the warm-up epoch
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.timed())
+
+    @property
+    def plot_median(self) -> float | None:
+        return statistics.median(self.timed(self.plot_seconds)) if self.plot_seconds else None
+
+
+# ----------------------------------------------------------------------------------
+# d2lcore
+
+
+def d2lcore_model(name: str) -> nn.Module:
+    if name == "softmax":
+        return SoftmaxRegression()
+    return MLP(hidden_sizes=(HIDDEN,), dropout=DROPOUT)
+
+
+def run_d2lcore(name: str, splits: DataSplits, num_epochs: int, device: torch.device) -> Result:
+    """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included)."""
+    d2lcore.set_seed(0)
+    model = d2lcore_model(name).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    history = fit(
+        model,
+        splits.train,
+        loss_fn=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        num_epochs=num_epochs,
+        val_batches=splits.val,
+        device=device,
+    )
+    return Result(seconds=history.seconds, val_acc=history.val_acc[-1])
+
+
+# ----------------------------------------------------------------------------------
+# d2l 1.0.3
+
+
+class DropoutMLP(d2l.Classifier):
+    """The d2l book's concise ``DropoutMLP`` (section "Dropout"), with one hidden layer.
+
+    The d2l 1.0.3 package does not export its MLP classes (they live only in the book's
+    notebooks), so this is the book's class, cut to the architecture d2lcore's side trains.
+    """
+
+    def __init__(self, num_outputs: int, num_hiddens: int, dropout: float, lr: float) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.LazyLinear(num_hiddens), nn.ReLU(),
+            nn.Dropout(dropout), nn.LazyLinear(num_outputs),
+        )  # fmt: skip
+
+
+class TimedTrainer(d2l.Trainer):
+    """``d2l.Trainer`` that records the seconds of each ``fit_epoch`` (validation included)
+    and how much of it was spent in the model's ``ProgressBoard.draw``."""
+
+    def fit(self, model: d2l.Module, data: d2l.DataModule) -> None:
+        self.epoch_seconds: list[float] = []
+        self.epoch_plot_seconds: list[float] = []
+        self.plot_seconds = 0.0
+        board_draw = model.board.draw
+
+        def timed_draw(*args: Any, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            board_draw(*args, **kwargs)
+            self.plot_seconds += time.perf_counter() - start
+
+        model.board.draw = timed_draw  # on this one instance: timing only, same behaviour
+        super().fit(model, data)
+
+    def fit_epoch(self) -> None:
+        plot_before = self.plot_seconds
+        start = time.perf_counter()
+        super().fit_epoch()
+        if self.gpus:
+            torch.cuda.synchronize(self.gpus[0])
+        self.epoch_seconds.append(time.perf_counter() - start)
+        self.epoch_plot_seconds.append(self.plot_seconds - plot_before)
+
+
+def d2l_model(name: str) -> d2l.Classifier:
+    if name == "softmax":
+        return d2l.SoftmaxRegression(num_outputs=10, lr=LR)
+    return DropoutMLP(num_outputs=10, num_hiddens=HIDDEN, dropout=DROPOUT, lr=LR)
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def d2l_fashion_mnist(tmp: Path, num_train: int) -> d2l.FashionMNIST:
+    """``d2l.FashionMNIST(batch_size=256)`` over the local files, without a network.
+
+    torchvision skips its download when the decompressed IDX files are already in
+    ``<root>/FashionMNIST/raw/``. d2l 1.0.3's ``FashionMNIST`` takes no ``root``
+    argument (it is ``'../data'``, relative to the working directory), so the data set is
+    built from a working directory whose ``../data`` is ``tmp/data``.
+    """
+    source = find_fashion_mnist()
+    raw = tmp / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in FASHION_MNIST_FILES:
+        plain, packed = source / name, source / f"{name}.gz"
+        data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
+        (raw / name).write_bytes(data)
+    (tmp / "cwd").mkdir()
+    with working_directory(tmp / "cwd"):
+        data = d2l.FashionMNIST(batch_size=BATCH_SIZE)
+    # Same steps per epoch as d2lcore, whose loaders hold 10,000 of the 60,000 training
+    # images out for validation: keep d2l's first num_train training images.
+    data.train.data = data.train.data[:num_train]
+    data.train.targets = data.train.targets[:num_train]
+    return data
+
+
+def run_d2l(name: str, data: d2l.FashionMNIST, num_epochs: int, device: torch.device) -> Result:
+    """Train with ``d2l.Trainer``; validation accuracy comes from its progress board."""
+    d2lcore.set_seed(0)
+    model = d2l_model(name)
+    trainer = TimedTrainer(max_epochs=num_epochs, num_gpus=1 if device.type == "cuda" else 0)
+    # Outside a notebook IPython's display() prints each figure: keep it off the table.
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.fit(model, data)
+    val_acc = model.board.data["val_acc"][-1].y if "val_acc" in model.board.data else None
+    return Result(
+        seconds=trainer.epoch_seconds,
+        val_acc=None if val_acc is None else float(val_acc),
+        plot_seconds=trainer.epoch_plot_seconds,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Report
+
+
+def fmt_list(xs: list[float]) -> str:
+    return ", ".join(f"{x:.3f}" for x in xs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per side (>= 1)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    num_epochs = 1 + args.epochs  # one warm-up epoch, then the timed ones
+
+    device = d2lcore.get_device()
+    splits = fashion_mnist_loaders(batch_size=BATCH_SIZE, device=device)
+    num_train = splits.train.num_examples
+    runs: dict[str, tuple[Result, Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
+        data = d2l_fashion_mnist(Path(tmp), num_train)
+        steps_d2l = len(data.train_dataloader())
+        steps_ours = len(splits.train)
+        assert steps_d2l == steps_ours, (steps_d2l, steps_ours)
+        for name in args.models:
+            ours = run_d2lcore(name, splits, num_epochs, device)
+            theirs = run_d2l(name, data, num_epochs, device)
+            runs[name] = (ours, theirs)
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {device} ({where}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, d2l {d2l_version()}")
+    print(f"Fashion-MNIST, batch {BATCH_SIZE}, SGD lr {LR}: {num_train:,} training examples = "
+          f"{steps_ours} steps per epoch on both sides; each epoch also evaluates 10,000 "
+          "examples (d2lcore: held-out validation split; d2l: the test split)")
+    print(f"d2l's DataLoader keeps its default num_workers={data.num_workers} "
+          f"(this machine has {os.cpu_count()} CPUs); its epochs include drawing the "
+          "matplotlib progress board (Agg backend)")
+    print(f"1 warm-up epoch, then median of {args.epochs} timed epochs per side\n")
+
+    header = (f"{'model':<28} {'d2lcore s/epoch':>15} {'d2l s/epoch':>12} "
+              f"{'d2l/d2lcore':>11} {'d2l plotting s':>14} {'d2lcore val acc':>15} "
+              f"{'d2l val acc':>11}")
+    print(header)
+    print("-" * len(header))
+    for name, (ours, theirs) in runs.items():
+        plot = theirs.plot_median
+        print(f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {theirs.median:>12.3f} "
+              f"{theirs.median / ours.median:>10.1f}x "
+              f"{'-' if plot is None else f'{plot:.3f}':>14} "
+              f"{ours.val_acc:>15.4f} "
+              f"{'-' if theirs.val_acc is None else f'{theirs.val_acc:.4f}':>11}")
+    print("\nevery epoch's seconds (warm-up first):")
+    for name, (ours, theirs) in runs.items():
+        print(f"  {name:<8} d2lcore [{fmt_list(ours.seconds)}]")
+        print(f"  {name:<8} d2l     [{fmt_list(theirs.seconds)}]"
+              f"  of which plotting [{fmt_list(theirs.plot_seconds)}]")
+    return 0
+
+
+def d2l_version() -> str:
+    from importlib.metadata import version
+
+    return version("d2l")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

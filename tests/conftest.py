@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny IDX files written by the tests, so the real Fashion-MNIST
+loading code runs on data the tests control."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in IDX format (magic 0x0000080<ndim>, big-endian dims)."""
+    header = (0x0800 | array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def tiny_fashion_mnist(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, np.ndarray]]:
+    """A folder with the four Fashion-MNIST files (gzip), 20 train and 8 test images.
+
+    Returns the folder, the MD5 of each decompressed file, and the arrays.
+    """
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 20, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 8, dtype=np.uint8),
+    }
+    md5 = {}
+    for name, arr in arrays.items():
+        raw = idx_bytes(arr)
+        md5[name] = hashlib.md5(raw).hexdigest()
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw))
+    return tmp_path, md5, arrays
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------------
+# The built book, shared by the book and browser tests
+
+
+def build_book(source: Path, *, output: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Build a book the way CI does: every cell executed, every warning an error."""
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(source), "--all", "-W", "--keep-going"]
+    if output is not None:
+        cmd += ["--path-output", str(output)]
+    env = dict(os.environ)
+    env.setdefault("D2L_CACHE_DIR", str(ROOT / ".d2l_cache"))
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """``_build/html`` of this repository, built once per test session.
+
+    ``D2L_REUSE_BUILD=1`` reuses an existing build (for iterating on the browser tests);
+    CI never sets it.
+    """
+    html = ROOT / "_build" / "html"
+    if os.environ.get("D2L_REUSE_BUILD") == "1" and (html / "index.html").is_file():
+        return html
+    result = build_book(ROOT)
+    log = ROOT / "_build" / "build.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"the book build failed (full log: {log}):\n{tail}", pytrace=False)
+    return html
+
+
+def toc_pages() -> list[str]:
+    """Every page in _toc.yml, as paths without suffix (``intro``, ``chapters/...``)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                pages.append(entry["file"])
+            for key in ("chapters", "sections"):
+                walk(entry.get(key, []))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    walk([{"chapters": p.get("chapters", [])} for p in toc.get("parts", [])])
+    return pages

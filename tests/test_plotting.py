@@ -1,0 +1,51 @@
+import plotly.io as pio
+import torch
+
+from d2lcore.plotting import (
+    BOOK_RENDERER,
+    figure_json,
+    image_grid,
+    plot_history,
+    plot_lines,
+    use_book_renderer,
+)
+from d2lcore.train import History
+
+
+def test_book_renderer_emits_html_beside_plotly_mime():
+    use_book_renderer()
+    assert pio.renderers.default == BOOK_RENDERER
+    fig = plot_lines([1, 2, 3], {"a": [1, 4, 9]}, xlabel="x", ylabel="y")
+    bundle = pio.renderers[BOOK_RENDERER].to_mimebundle(fig.to_dict())
+    assert "application/vnd.plotly.v1+json" in bundle
+    html = bundle["text/html"]
+    assert "plotly-graph-div" in html and "Plotly.newPlot" in html
+    assert (
+        "<script src=" not in html and "cdn" not in html.lower()
+    )  # plotly.js not inlined or fetched
+
+
+def test_plot_history_has_loss_and_accuracy_panels_and_marks_divergence():
+    good = History([1.0, 0.5], [1.1, 0.6], [0.6, 0.8], [0.1, 0.1])
+    bad = History([], [], [], [], diverged=True, diverged_epoch=1)
+    fig = figure_json(plot_history({"lr=0.1": good, "lr=10": bad}))
+    names = [t["name"] for t in fig["data"]]
+    assert "lr=0.1 train loss" in names and "lr=0.1 validation accuracy" in names
+    assert any("diverged at epoch 1" in n for n in names)
+    acc = next(t for t in fig["data"] if t["name"] == "lr=0.1 validation accuracy")
+    assert acc["y"] == [0.6, 0.8] and acc["xaxis"] == "x2"
+    assert fig["layout"]["xaxis"]["title"]["text"] == "epoch"
+
+
+def test_regression_history_has_one_panel():
+    fig = figure_json(plot_history(History([2.0, 1.0], [2.1, 1.1], [], [0.1, 0.1])))
+    assert {t.get("xaxis", "x") for t in fig["data"]} == {"x"}
+
+
+def test_image_grid_titles_and_layout():
+    imgs = torch.rand(10, 1, 28, 28)
+    fig = image_grid(imgs, [f"img {i}" for i in range(10)], ncols=5)
+    assert len(fig.data) == 10
+    assert [a.text for a in fig.layout.annotations] == [f"img {i}" for i in range(10)]
+    z = torch.as_tensor(fig.data[0].z)
+    assert torch.allclose(z, imgs[0, 0] * 255)  # [0, 1] input shown on a 0..255 scale
