@@ -32,6 +32,22 @@ def _add_plotly(app: Sphinx, pagename: str, templatename: str, context: dict[str
         app.add_js_file("vendor/plotly.min.js", priority=200)
 
 
+def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
+                    doctree: Any) -> None:
+    # Under Jupyter Book, sphinx-thebe and sphinx-togglebutton register their inline
+    # configuration scripts twice (once with filename None, once with ""), so Sphinx
+    # does not see them as equal; the second `const THEBE_JS_URL` is a JavaScript
+    # error on every page. Keep the first of each.
+    seen: set[tuple[Any, ...]] = set()
+    unique: list[Any] = []
+    for script in context.get("script_files", []):
+        key = (script.filename or "", script.priority, tuple(sorted(script.attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
 def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -56,5 +72,6 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("offline_mathjax_dir", ".vendor/mathjax/es5", "html")
     app.connect("html-page-context", _add_plotly)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("build-finished", _copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

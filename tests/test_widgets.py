@@ -1,0 +1,199 @@
+"""The live controls, driven from plain Python (ipywidgets works without a frontend)."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import pytest
+
+from d2lcore.sweep import RunResult
+from d2lcore.train import EpochHook, History
+from d2lcore.widgets import LiveControls, live_controls
+
+AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier_normal"]}
+NUM_EPOCHS = 4
+
+
+class FakeTrainer:
+    """Records its calls; reports each epoch through the hook like ``fit`` does."""
+
+    def __init__(self, diverge_at: int | None = None, error: Exception | None = None):
+        self.calls: list[dict] = []
+        self.progress_seen: list[int] = []
+        self.diverge_at = diverge_at
+        self.error = error
+        self.during_run = None  # called inside the run, e.g. to click again
+
+    def __call__(self, config: dict, on_epoch_end: EpochHook) -> RunResult:
+        self.calls.append(dict(config))
+        if self.error is not None:
+            raise self.error
+        h = History()
+        for epoch in range(1, NUM_EPOCHS + 1):
+            if epoch == self.diverge_at:
+                h.diverged, h.diverged_epoch = True, epoch
+                break
+            loss = (1 + config["dropout"]) / (epoch * 10 * config["lr"])
+            h.train_loss.append(loss)
+            h.val_loss.append(loss * 1.1)
+            h.val_acc.append(1 - loss / 100)
+            h.seconds.append(0.01)
+            on_epoch_end(epoch, h)
+            self.progress_seen.append(self.controls.progress.value)
+            if self.during_run is not None:
+                self.during_run()
+        return RunResult(config=dict(config), history=h, test_acc=0.77)
+
+
+def make(trainer: FakeTrainer, **kwargs) -> LiveControls:
+    kwargs.setdefault("default", {"lr": 0.1, "dropout": 0.0, "init": "xavier_normal"})
+    controls = live_controls(trainer, AXES, num_epochs=NUM_EPOCHS, **kwargs)
+    trainer.controls = controls
+    return controls
+
+
+def shown_figure(controls: LiveControls) -> dict:
+    (output,) = controls.output.outputs
+    return output["data"]["application/vnd.plotly.v1+json"]
+
+
+def test_one_control_per_axis_and_nothing_runs_before_the_button():
+    trainer = FakeTrainer()
+    controls = make(trainer, bounds={"lr": (1e-6, 10.0)})
+    lr, dropout, init = (controls.controls[n] for n in AXES)
+    assert isinstance(lr, widgets.FloatText) and lr.value == 0.1
+    assert isinstance(dropout, widgets.SelectionSlider)
+    assert list(dropout.options) == [("0", 0.0), ("0.5", 0.5)] and dropout.value == 0.0
+    assert isinstance(init, widgets.ToggleButtons) and init.value == "xavier_normal"
+    assert lr.continuous_update is False and dropout.continuous_update is False
+    assert "learning rate" in lr.description and "dropout rate" in dropout.description
+    dropout.value = 0.5  # moving a control trains nothing
+    assert trainer.calls == [] and controls.output.outputs == ()
+    assert controls.widget.children[-1] is controls.output
+    assert "application/vnd.jupyter.widget-view+json" in controls._repr_mimebundle_()
+
+
+def test_the_button_trains_the_selected_values_and_shows_the_run():
+    trainer = FakeTrainer()
+    controls = make(trainer)
+    controls.controls["dropout"].value = 0.5
+    controls.controls["lr"].value = 0.01
+    controls.button.click()
+    assert trainer.calls == [{"lr": 0.01, "dropout": 0.5, "init": "xavier_normal"}]
+    # Progress moved with every epoch and ends at the number of epochs.
+    assert trainer.progress_seen == list(range(1, NUM_EPOCHS + 1))
+    assert controls.progress.value == controls.progress.max == NUM_EPOCHS
+    assert controls.progress.bar_style == "success"
+    h = controls.result.history
+    assert f"train loss {h.train_loss[-1]:.4g}" in controls.status.value
+    assert "test accuracy 77.00%" in controls.status.value
+    fig = shown_figure(controls)
+    assert fig["data"][0]["y"] == pytest.approx(h.train_loss)
+    assert "learning rate 0.01" in fig["layout"]["title"]["text"]
+    assert "plotly-graph-div" in controls.output.outputs[0]["data"]["text/html"]
+
+    controls.click_cooldown_s = 0.0
+    controls.controls["init"].value = "normal"
+    controls.button.click()
+    assert trainer.calls[-1] == {"lr": 0.01, "dropout": 0.5, "init": "normal"}
+    assert len(controls.output.outputs) == 1  # replaced, not appended
+    assert "initialization normal" in shown_figure(controls)["layout"]["title"]["text"]
+
+
+def test_train_returns_the_run_and_typed_values_within_bounds_are_used():
+    trainer = FakeTrainer()
+    controls = make(trainer, bounds={"lr": (1e-6, 10.0)})
+    controls.controls["lr"].value = 0.37  # not a grid value: free within bounds
+    result = controls.train()
+    assert result is controls.result and result.config["lr"] == 0.37
+    assert trainer.calls == [{"lr": 0.37, "dropout": 0.0, "init": "xavier_normal"}]
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, 11.0, float("nan"), float("inf")])
+def test_an_invalid_value_gives_a_message_and_trains_nothing(lr):
+    trainer = FakeTrainer()
+    controls = make(trainer, bounds={"lr": (1e-6, 10.0)})
+    controls.controls["lr"].value = lr
+    assert controls.train() is None
+    assert trainer.calls == []
+    assert controls.status.value.startswith("Not trained: learning rate must be")
+    assert controls.output.outputs == ()
+    assert not controls.button.disabled
+
+
+def test_clicks_during_a_run_are_ignored():
+    trainer = FakeTrainer()
+    controls = make(trainer)
+    states = []
+
+    def click_again():
+        states.append(controls.button.disabled)
+        assert controls.train() is None
+        controls.button.click()
+
+    trainer.during_run = click_again
+    controls.button.click()
+    assert len(trainer.calls) == 1
+    assert states == [True] * NUM_EPOCHS  # disabled during the whole run
+    assert not controls.button.disabled and not controls.running
+    # A click queued while the run went on arrives right after it: dropped too.
+    trainer.during_run = None
+    controls.button.click()
+    assert len(trainer.calls) == 1
+    controls.click_cooldown_s = 0.0
+    controls.button.click()
+    assert len(trainer.calls) == 2
+
+
+def test_an_exception_in_train_fn_becomes_a_message():
+    trainer = FakeTrainer(error=RuntimeError("CUDA out of memory"))
+    controls = make(trainer)
+    assert controls.train() is None  # no traceback escapes
+    assert controls.status.value == "Training failed: RuntimeError: CUDA out of memory"
+    assert controls.progress.bar_style == "danger"
+    assert not controls.button.disabled and not controls.running
+    trainer.error = None
+    assert controls.train() is not None  # the controls still work afterwards
+
+
+def test_a_diverged_run_says_where():
+    trainer = FakeTrainer(diverge_at=3)
+    controls = make(trainer)
+    result = controls.train()
+    assert result.history.diverged
+    assert "diverged at epoch 3" in controls.status.value
+    assert controls.progress.value == 2 and controls.progress.bar_style == "warning"
+    names = [t["name"] for t in shown_figure(controls)["data"]]
+    assert any("diverged at epoch 3" in n for n in names)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(KeyError):
+        live_controls(FakeTrainer(), AXES, default={"lr": 0.3})  # not a grid value
+    with pytest.raises(KeyError):
+        live_controls(FakeTrainer(), AXES, default={"momentum": 0.9})
+    with pytest.raises(ValueError):
+        live_controls(FakeTrainer(), AXES, default={}, bounds={"init": (0, 1)})
+    with pytest.raises(ValueError):
+        live_controls(FakeTrainer(), AXES, default={}, bounds={"lr": (1.0, 0.1)})
+
+
+def test_progress_grows_when_the_number_of_epochs_is_not_given():
+    trainer = FakeTrainer()
+    controls = live_controls(trainer, AXES, default={})
+    trainer.controls = controls
+    controls.train()
+    assert trainer.calls == [{"lr": 0.01, "dropout": 0.0, "init": "normal"}]
+    assert controls.progress.value == controls.progress.max == NUM_EPOCHS
+
+
+def test_a_num_epochs_axis_sets_the_length_of_the_progress_bar():
+    trainer = FakeTrainer()
+    controls = live_controls(
+        trainer, {**AXES, "num_epochs": [2, NUM_EPOCHS]}, default={"num_epochs": NUM_EPOCHS}
+    )
+    trainer.controls = controls
+    maxima = []
+    trainer.during_run = lambda: maxima.append(controls.progress.max)
+    controls.train()
+    assert maxima == [NUM_EPOCHS] * NUM_EPOCHS
+    assert controls.status.value.startswith("learning rate 0.01, dropout rate 0, ")
