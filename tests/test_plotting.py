@@ -32,6 +32,8 @@ def test_plot_history_has_loss_and_accuracy_panels_and_marks_divergence():
     names = [t["name"] for t in fig["data"]]
     assert "lr=0.1 train loss" in names and "lr=0.1 validation accuracy" in names
     assert any("diverged at epoch 1" in n for n in names)
+    notes = [a["text"] for a in fig["layout"]["annotations"]]
+    assert "lr=10 diverged at epoch 1" in notes  # visible even though its trace is empty
     acc = next(t for t in fig["data"] if t["name"] == "lr=0.1 validation accuracy")
     assert acc["y"] == [0.6, 0.8] and acc["xaxis"] == "x2"
     assert fig["layout"]["xaxis"]["title"]["text"] == "epoch"

@@ -367,3 +367,10 @@ def test_a_url_hash_restores_the_configuration(served_page, browser):
     page.wait_for_function(f"() => document.getElementById('{first}').layout.sliders[0]"
                            ".active === 2")  # fmt: skip
     _expect(page, first, grid, {"lr": 1.0, "dropout": 0.5, "init": "normal"})
+
+
+def test_log_y_puts_the_loss_panel_on_a_log_scale():
+    linear = slider_figure(make_grid(), title="MLP").figure
+    log = slider_figure(make_grid(), title="MLP", log_y=True).figure
+    assert linear.layout.yaxis.type == "linear"
+    assert log.layout.yaxis.type == "log" and "log" in log.layout.yaxis.title.text

@@ -86,10 +86,13 @@ def plot_history(
         horizontal_spacing=0.12,
     )
     palette = pio.templates["plotly_white"].layout.colorway or ("#636efa",)
+    diverged: list[str] = []
     for i, (name, h) in enumerate(runs.items()):
         color = palette[i % len(palette)]
         label = f"{name} " if name else ""
         note = f" (diverged at epoch {h.diverged_epoch})" if h.diverged else ""
+        if h.diverged:
+            diverged.append(f"{name or 'run'} diverged at epoch {h.diverged_epoch}")
         epochs = list(range(1, h.num_epochs + 1))
         fig.add_trace(
             go.Scatter(x=epochs, y=h.train_loss, name=f"{label}train loss{note}",
@@ -108,6 +111,14 @@ def plot_history(
                            line={"color": color, "dash": "dot"}),
                 row=1, col=2,
             )  # fmt: skip
+    if diverged:
+        # A run that diverged in its first epoch has no points, and plotly leaves an empty
+        # trace out of the legend: say it in the panel so it does not vanish silently.
+        fig.add_annotation(
+            text="<br>".join(diverged), xref="x domain", yref="y domain", x=0.98, y=0.98,
+            xanchor="right", yanchor="top", showarrow=False, font={"color": "#c0392b"},
+            bgcolor="rgba(255,255,255,0.8)",
+        )  # fmt: skip
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="loss", row=1, col=1)
     if has_acc:

@@ -172,6 +172,7 @@ def slider_figure(
     default: Mapping[str, AxisValue] | None = None,
     axis_labels: Mapping[str, str] | None = None,
     fig_id: str | None = None,
+    log_y: bool = False,
 ) -> SliderFigure:
     """One figure with a trace set per configuration of ``results`` and a slider per axis.
 
@@ -183,6 +184,7 @@ def slider_figure(
             the book uses have labels already.
         fig_id: the div id and URL-hash key; derived from the title and axis names if
             not given. Two figures with the same title and axes on one page need ids.
+        log_y: draw the loss on a log scale (regression losses span many decades).
     """
     axes = {name: list(values) for name, values in results.axes.items()}
     names = list(axes)
@@ -252,7 +254,8 @@ def slider_figure(
 
     max_epochs = max((r.history.num_epochs for r in runs), default=1)
     fig.update_xaxes(title_text="epoch", range=[0.8, max(max_epochs, 2) + 0.2])
-    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="loss (log scale)" if log_y else "loss", row=1, col=1,
+                     type="log" if log_y else "linear", exponentformat="power")
     if has_acc:
         fig.update_yaxes(title_text="accuracy", row=1, col=2)
 

@@ -1,0 +1,134 @@
+"""Every slider figure on every built page, driven in headless Chromium like a reader
+would: each control through every position, alone and in combination, and links that
+carry a configuration in the URL hash. Offline: requests beyond the local site fail
+the test (see ``open_offline``)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from .browser_helpers import figure_state, move_slider, readout, wait_for_plots
+from .conftest import toc_pages
+from .test_browser import browser, open_offline, site  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+SLIDER_MARK = '"perConfig"'  # the slider figures' embedded spec
+
+
+def slider_pages(built_book: Path) -> list[str]:
+    return [p for p in toc_pages() if SLIDER_MARK in (built_book / f"{p}.html").read_text()]
+
+
+def _sliders(page, fig_id: str) -> list[dict]:
+    return page.evaluate(
+        """(id) => document.getElementById(id).layout.sliders.map(
+             s => ({name: s.name, labels: s.steps.map(st => st.label)}))""",
+        fig_id,
+    )
+
+
+def _check_shows(page, fig_id: str, sliders: list[dict], actives: list[int],
+                 *, in_hash: bool = True) -> str:
+    """Assert the figure shows exactly the configuration the sliders select; return the
+    readout text."""
+    state = figure_state(page, fig_id)
+    assert state["actives"] == actives
+    sizes = [len(s["labels"]) for s in sliders]
+    n_traces = page.evaluate("(id) => document.getElementById(id).data.length", fig_id)
+    per_config = n_traces // math.prod(sizes)
+    k = 0
+    for size, a in zip(sizes, actives, strict=True):
+        k = k * size + a  # itertools.product order: the last axis varies fastest
+    shown = [t["index"] for t in state["visible"]]
+    assert shown == list(range(k * per_config, (k + 1) * per_config)), (actives, shown)
+    text = readout(page, fig_id)
+    for s, a in zip(sliders, actives, strict=True):
+        assert s["labels"][a] in text, f"readout {text!r} lacks {s['name']}={s['labels'][a]}"
+    if in_hash:  # the selection is mirrored into the address
+        part = ",".join(f"{s['name']}={s['labels'][a]}"
+                        for s, a in zip(sliders, actives, strict=True))
+        assert f"{fig_id}:{part}" in state["hash"], state["hash"]
+    return text
+
+
+def test_some_page_has_slider_figures(built_book: Path):
+    assert slider_pages(built_book), "no built page has a slider figure"
+
+
+@pytest.mark.parametrize("page_name", toc_pages())
+def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str):  # noqa: F811
+    if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
+        pytest.skip("no slider figure on this page")
+    problems: list[str] = []
+    page = open_offline(browser, f"{site}/{page_name}.html", problems)
+    wait_for_plots(page)
+    fig_ids = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
+             .filter(gd => (gd.layout.sliders || []).length).map(gd => gd.id)"""
+    )
+    rng = random.Random(0)
+    for fig_id in fig_ids:
+        sliders = _sliders(page, fig_id)
+        actives = figure_state(page, fig_id)["actives"]
+        readouts = {tuple(actives): _check_shows(page, fig_id, sliders, actives, in_hash=False)}
+        # Each control alone, through every position.
+        for i, s in enumerate(sliders):
+            for j in range(len(s["labels"])):
+                move_slider(page, fig_id, i, j)
+                actives[i] = j
+                readouts[tuple(actives)] = _check_shows(page, fig_id, sliders, actives)
+        # In combination: every configuration when there are few, a sample otherwise,
+        # each reached by moving the controls in a random order.
+        combos = list(itertools.product(*[range(len(s["labels"])) for s in sliders]))
+        if len(combos) > 40:
+            combos = rng.sample(combos, 40)
+        for combo in combos:
+            order = list(range(len(sliders)))
+            rng.shuffle(order)
+            for i in order:
+                if actives[i] != combo[i]:
+                    move_slider(page, fig_id, i, combo[i])
+                    actives[i] = combo[i]
+            readouts[tuple(actives)] = _check_shows(page, fig_id, sliders, actives)
+        # Every configuration visited showed a readout of its own.
+        assert len(set(readouts.values())) == len(readouts) > 1
+    page.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page_name", toc_pages())
+def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book: Path,  # noqa: F811
+                                                 page_name: str):
+    if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
+        pytest.skip("no slider figure on this page")
+    problems: list[str] = []
+    page = open_offline(browser, f"{site}/{page_name}.html", problems)
+    wait_for_plots(page)
+    fig_id = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
+             .filter(gd => (gd.layout.sliders || []).length)[0].id"""
+    )
+    sliders = _sliders(page, fig_id)
+    default = figure_state(page, fig_id)["actives"]
+    # The last value of every axis: a configuration other than the default.
+    target = [len(s["labels"]) - 1 for s in sliders]
+    assert target != default
+    part = ",".join(f"{s['name']}={s['labels'][a]}" for s, a in zip(sliders, target, strict=True))
+    page.close()
+    page = open_offline(browser, f"{site}/{page_name}.html#{fig_id}:{part}", problems)
+    wait_for_plots(page)
+    page.wait_for_function(
+        "([id, t]) => JSON.stringify(document.getElementById(id).layout.sliders"
+        ".map(s => s.active || 0)) === JSON.stringify(t)",
+        arg=[fig_id, target],
+        timeout=5_000,
+    )
+    _check_shows(page, fig_id, sliders, target)
+    page.close()
+    assert not problems, "\n".join(problems)
