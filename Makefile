@@ -72,6 +72,7 @@ browser:
 
 bench: setup
 	$(PY) benchmarks/bench_epoch.py
+	$(PY) benchmarks/bench_grid.py
 
 clean:
 	rm -rf _build .d2l_cache

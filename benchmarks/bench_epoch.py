@@ -16,7 +16,7 @@ shows the median. An epoch includes the pass over the validation data on both si
 
 Usage::
 
-    python benchmarks/bench_epoch.py                 # both models, 2 timed epochs
+    python benchmarks/bench_epoch.py                 # both models, 3 timed epochs
     python benchmarks/bench_epoch.py --models mlp --epochs 3
     D2L_DEVICE=cpu python benchmarks/bench_epoch.py  # force the device
 """
@@ -31,6 +31,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class Result:
     seconds: list[float]
     val_acc: float | None
     plot_seconds: list[float] = field(default_factory=list)
+    displays_per_epoch: float = 0.0  # d2l: times the progress board is shown an epoch
+    svg_seconds: float = 0.0  # d2l: rendering the final board once as SVG
 
     def timed(self, values: list[float] | None = None) -> list[float]:
         return (self.seconds if values is None else values)[1:]  # drop the warm-up epoch
@@ -96,6 +99,7 @@ def d2lcore_model(name: str) -> nn.Module:
 def run_d2lcore(name: str, splits: DataSplits, num_epochs: int, device: torch.device) -> Result:
     """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included)."""
     d2lcore.set_seed(0)
+    splits.train.reseed(0)  # the same batch order whichever model ran before
     model = d2lcore_model(name).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     history = fit(
@@ -187,8 +191,8 @@ def d2l_fashion_mnist(tmp: Path, num_train: int) -> d2l.FashionMNIST:
     raw.mkdir(parents=True)
     for name in FASHION_MNIST_FILES:
         plain, packed = source / name, source / f"{name}.gz"
-        data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
-        (raw / name).write_bytes(data)
+        idx = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
+        (raw / name).write_bytes(idx)
     (tmp / "cwd").mkdir()
     with working_directory(tmp / "cwd"):
         data = d2l.FashionMNIST(batch_size=BATCH_SIZE)
@@ -207,11 +211,23 @@ def run_d2l(name: str, data: d2l.FashionMNIST, num_epochs: int, device: torch.de
     # Outside a notebook IPython's display() prints each figure: keep it off the table.
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.fit(model, data)
-    val_acc = model.board.data["val_acc"][-1].y if "val_acc" in model.board.data else None
+    board = model.board
+    val_acc = board.data["val_acc"][-1].y if "val_acc" in board.data else None
+    # In a notebook every display also renders the board as SVG; here display() only
+    # prints the figure's repr, so time one such rendering to say what a reader pays.
+    displays = sum(len(line) for line in board.data.values())
+    svg_seconds = 0.0
+    if board.fig is not None:
+        start = time.perf_counter()
+        board.fig.savefig(io.BytesIO(), format="svg")
+        svg_seconds = time.perf_counter() - start
+        d2l.plt.close(board.fig)
     return Result(
         seconds=trainer.epoch_seconds,
         val_acc=None if val_acc is None else float(val_acc),
         plot_seconds=trainer.epoch_plot_seconds,
+        displays_per_epoch=displays / num_epochs,
+        svg_seconds=svg_seconds,
     )
 
 
@@ -225,14 +241,26 @@ def fmt_list(xs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per side (>= 1)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side (>= 1)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of this process (default: torch's choice); on a machine busy with"
+        " other work, 1 avoids threads waiting on each other at every small operation",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
     num_epochs = 1 + args.epochs  # one warm-up epoch, then the timed ones
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # d2l's 4 workers on a smaller machine make torch warn at every epoch; the output
+    # states the worker count instead.
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
 
     device = d2lcore.get_device()
+    load_before = os.getloadavg()[0]
     splits = fashion_mnist_loaders(batch_size=BATCH_SIZE, device=device)
     num_train = splits.train.num_examples
     runs: dict[str, tuple[Result, Result]] = {}
@@ -247,33 +275,65 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = (ours, theirs)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {device} ({where}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, d2l {d2l_version()}")
-    print(f"Fashion-MNIST, batch {BATCH_SIZE}, SGD lr {LR}: {num_train:,} training examples = "
-          f"{steps_ours} steps per epoch on both sides; each epoch also evaluates 10,000 "
-          "examples (d2lcore: held-out validation split; d2l: the test split)")
-    print(f"d2l's DataLoader keeps its default num_workers={data.num_workers} "
-          f"(this machine has {os.cpu_count()} CPUs); its epochs include drawing the "
-          "matplotlib progress board (Agg backend)")
-    print(f"1 warm-up epoch, then median of {args.epochs} timed epochs per side\n")
+    print(
+        f"device: {device} ({where}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, d2l {d2l_version()}"
+    )
+    print(
+        f"Fashion-MNIST, batch {BATCH_SIZE}, SGD lr {LR}: {num_train:,} training examples = "
+        f"{steps_ours} steps per epoch on both sides; each epoch also evaluates 10,000 "
+        "examples (d2lcore: held-out validation split; d2l: the test split)"
+    )
+    print(
+        f"d2l's DataLoader keeps its default num_workers={data.num_workers} "
+        f"(this machine has {os.cpu_count()} CPUs); its epochs include drawing the "
+        "matplotlib progress board (Agg backend)"
+    )
+    print(f"1 warm-up epoch, then median of {args.epochs} timed epochs per side")
+    # Other processes on the same cores move every figure: say how busy the machine was.
+    load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    print(f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after ({cpus} CPUs)")
+    if device.type == "cpu" and torch.get_num_threads() > 1 and max(load_before, load_after) > 1:
+        print(
+            "note: other work shared the CPUs; torch's threads then wait on each other at"
+            " every small operation and d2lcore's figures suffer most: try --threads 1"
+        )
+    print()
 
-    header = (f"{'model':<28} {'d2lcore s/epoch':>15} {'d2l s/epoch':>12} "
-              f"{'d2l/d2lcore':>11} {'d2l plotting s':>14} {'d2lcore val acc':>15} "
-              f"{'d2l val acc':>11}")
+    header = (
+        f"{'model':<28} {'d2lcore s/epoch':>15} {'d2l s/epoch':>12} "
+        f"{'d2l/d2lcore':>11} {'d2l plotting s':>14} {'d2lcore val acc':>15} "
+        f"{'d2l val acc':>11}"
+    )
     print(header)
     print("-" * len(header))
     for name, (ours, theirs) in runs.items():
         plot = theirs.plot_median
-        print(f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {theirs.median:>12.3f} "
-              f"{theirs.median / ours.median:>10.1f}x "
-              f"{'-' if plot is None else f'{plot:.3f}':>14} "
-              f"{ours.val_acc:>15.4f} "
-              f"{'-' if theirs.val_acc is None else f'{theirs.val_acc:.4f}':>11}")
+        print(
+            f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {theirs.median:>12.3f} "
+            f"{theirs.median / ours.median:>10.1f}x "
+            f"{'-' if plot is None else f'{plot:.3f}':>14} "
+            f"{ours.val_acc:>15.4f} "
+            f"{'-' if theirs.val_acc is None else f'{theirs.val_acc:.4f}':>11}"
+        )
     print("\nevery epoch's seconds (warm-up first):")
     for name, (ours, theirs) in runs.items():
         print(f"  {name:<8} d2lcore [{fmt_list(ours.seconds)}]")
-        print(f"  {name:<8} d2l     [{fmt_list(theirs.seconds)}]"
-              f"  of which plotting [{fmt_list(theirs.plot_seconds)}]")
+        print(
+            f"  {name:<8} d2l     [{fmt_list(theirs.seconds)}]"
+            f"  of which plotting [{fmt_list(theirs.plot_seconds)}]"
+        )
+    print(
+        "\nd2l plotting = time inside ProgressBoard.draw (matplotlib calls; outside a notebook"
+        " IPython's display() prints the figure's repr instead of rendering it)."
+    )
+    for name, (_, theirs) in runs.items():
+        print(
+            f"  {name:<8} the board is shown {theirs.displays_per_epoch:.0f} times an epoch;"
+            f" rendering it once as SVG (as a notebook does) takes {theirs.svg_seconds:.3f} s"
+            f" (final board, {theirs.displays_per_epoch * theirs.svg_seconds:.2f} s an epoch"
+            " at that size, not counted above)"
+        )
     return 0
 
 

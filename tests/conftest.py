@@ -56,7 +56,8 @@ def _seed() -> None:
 
 def build_book(source: Path, *, output: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Build a book the way CI does: every cell executed, every warning an error."""
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--all", "-W", "--keep-going"]
+    jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
+    cmd = [jupyter_book, "build", str(source), "--all", "-W", "--keep-going"]
     if output is not None:
         cmd += ["--path-output", str(output)]
     env = dict(os.environ)

@@ -9,6 +9,10 @@ One concept per module:
 - ``metrics``  -- accuracy and evaluation
 - ``train``    -- the training loop and its history
 - ``plotting`` -- plotly figures and the renderer the built book needs
+- ``sweep``    -- grids of runs over named axes, trained together and cached on disk
+- ``batched``  -- the stacked-weights training behind ``sweep``
+- ``sliders``  -- a grid's results as one plotly figure with a slider per axis
+- ``widgets``  -- ipywidgets controls that re-train a configuration in a live kernel
 """
 
 from d2lcore.device import get_device, set_seed

@@ -42,20 +42,31 @@ class Dropout(nn.Module):
     """Inverted dropout: zero each unit with probability ``p`` in training and scale
     the kept ones by ``1 / (1 - p)``, so evaluation needs no rescaling.
 
-    Same contract as ``nn.Dropout``; the mask comes from ``rand_like(h) >= p``,
+    Same contract as ``nn.Dropout``; the mask comes from ``rand(h.shape) >= p``,
     which is cheaper on the CPU than ``nn.Dropout``'s ``bernoulli_``.
+
+    Args:
+        p: probability of zeroing a unit.
+        generator: a stream of its own for the masks (on the model's device), so a
+            run can be repeated whatever else draws random numbers; ``None`` draws
+            from torch's global generator.
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), not {p}")
         self.p = p
+        self.generator = generator
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return h
-        mask = torch.rand_like(h) >= self.p
+        if self.generator is None:
+            u = torch.rand_like(h)
+        else:
+            u = torch.rand(h.shape, generator=self.generator, dtype=h.dtype, device=h.device)
+        mask = u >= self.p
         return h * mask / (1.0 - self.p)
 
     def extra_repr(self) -> str:
@@ -72,6 +83,8 @@ class MLP(nn.Module):
         num_outputs: output units (classes).
         activation: a name from :data:`ACTIVATIONS`.
         dropout: one rate for every hidden layer, or one rate per hidden layer.
+        generator: the stream every :class:`Dropout` layer draws its masks from
+            (``None``: torch's global one).
     """
 
     def __init__(
@@ -82,6 +95,7 @@ class MLP(nn.Module):
         *,
         activation: str = "relu",
         dropout: float | Sequence[float] = 0.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -103,7 +117,7 @@ class MLP(nn.Module):
         for size, p in zip(hidden_sizes, rates, strict=True):
             layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
             if p > 0:
-                layers.append(Dropout(p))
+                layers.append(Dropout(p, generator=generator))
             width = size
         layers.append(nn.Linear(width, num_outputs))
         self.net = nn.Sequential(*layers)
