@@ -18,6 +18,9 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
 D2L_REFERENCE := d2l==1.0.3
+# Trained grids are cached here (keyed by configuration, data and d2lcore's code), so a
+# rebuild with nothing changed trains nothing; `make clean` empties it.
+export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
 .PHONY: book test setup env data vendor browser unit book-check bench clean
 
