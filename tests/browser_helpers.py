@@ -157,3 +157,26 @@ def diverged_marks(page: Any, fig_id: str) -> list[str]:
     """The texts of the visible "diverged" marks in the panels (empty when none)."""
     return [a["text"] for a in figure_state(page, fig_id)["annotations"]
             if a["name"] == "diverged" and a["visible"]]  # fmt: skip
+
+
+def open_offline(browser, url: str, problems: list[str]):
+    """Open ``url`` in a fresh page whose requests beyond the local site are refused
+    and recorded; console errors and failed requests go into ``problems``."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    origin = url.split("/", 3)[:3]
+    local = "/".join(origin)
+
+    def route(r):
+        if r.request.url.startswith(local) or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            problems.append(f"network request blocked: {r.request.url}")
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
+    page.goto(url, wait_until="load")
+    return page

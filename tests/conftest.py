@@ -3,16 +3,23 @@ loading code runs on data the tests control."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import os
+import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from .browser_helpers import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,3 +111,37 @@ def toc_pages() -> list[str]:
     walk(toc.get("chapters", []))
     walk([{"chapters": p.get("chapters", [])} for p in toc.get("parts", [])])
     return pages
+
+
+# ----------------------------------------------------------------------------------
+# A browser over the built book (Debian's Chromium, driven by Playwright)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="session")
+def site(built_book: Path) -> Iterator[str]:
+    """Serve the built HTML on a free loopback port."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .browser_helpers import figure_state, move_slider, readout, wait_for_plots
+from .browser_helpers import figure_state, move_slider, open_offline, readout, wait_for_plots
 from .conftest import toc_pages
-from .test_browser import browser, open_offline, site  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -23,6 +22,17 @@ SLIDER_MARK = '"perConfig"'  # the slider figures' embedded spec
 
 def slider_pages(built_book: Path) -> list[str]:
     return [p for p in toc_pages() if SLIDER_MARK in (built_book / f"{p}.html").read_text()]
+
+
+def _open_slider_page(browser, url: str, problems: list[str]):
+    """Open a page offline, wait for its figures; return it and its slider figures' ids."""
+    page = open_offline(browser, url, problems)
+    wait_for_plots(page)
+    fig_ids = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
+             .filter(gd => (gd.layout.sliders || []).length).map(gd => gd.id)"""
+    )
+    return page, fig_ids
 
 
 def _sliders(page, fig_id: str) -> list[dict]:
@@ -62,16 +72,11 @@ def test_some_page_has_slider_figures(built_book: Path):
 
 
 @pytest.mark.parametrize("page_name", toc_pages())
-def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str):  # noqa: F811
+def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str):
     if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
         pytest.skip("no slider figure on this page")
     problems: list[str] = []
-    page = open_offline(browser, f"{site}/{page_name}.html", problems)
-    wait_for_plots(page)
-    fig_ids = page.evaluate(
-        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-             .filter(gd => (gd.layout.sliders || []).length).map(gd => gd.id)"""
-    )
+    page, fig_ids = _open_slider_page(browser, f"{site}/{page_name}.html", problems)
     rng = random.Random(0)
     for fig_id in fig_ids:
         sliders = _sliders(page, fig_id)
@@ -103,17 +108,13 @@ def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, pag
 
 
 @pytest.mark.parametrize("page_name", toc_pages())
-def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book: Path,  # noqa: F811
+def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book: Path,
                                                  page_name: str):
     if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
         pytest.skip("no slider figure on this page")
     problems: list[str] = []
-    page = open_offline(browser, f"{site}/{page_name}.html", problems)
-    wait_for_plots(page)
-    fig_id = page.evaluate(
-        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-             .filter(gd => (gd.layout.sliders || []).length)[0].id"""
-    )
+    page, fig_ids = _open_slider_page(browser, f"{site}/{page_name}.html", problems)
+    fig_id = fig_ids[0]
     sliders = _sliders(page, fig_id)
     default = figure_state(page, fig_id)["actives"]
     # The last value of every axis: a configuration other than the default.

@@ -21,7 +21,6 @@ from d2lcore.sweep import GridResults, RunResult, grid_configs
 from d2lcore.train import History
 
 from .browser_helpers import (
-    CHROMIUM_ARGS,
     diverged_marks,
     drag_slider,
     figure_state,
@@ -282,16 +281,6 @@ def served_page(tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/index.html", first.fig_id, second.fig_id
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _expect(page, fig_id, grid, config):

@@ -16,18 +16,17 @@ def _linreg_loaders(seed=0):
     )
 
 
-def test_fit_recovers_true_linear_weights():
+def _fit_linreg(lr: float) -> tuple[LinearRegression, History]:
     train, val = _linreg_loaders()
     model = LinearRegression(2)
-    history = fit(
-        model,
-        train,
-        loss_fn=nn.MSELoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.03),
-        num_epochs=5,
-        val_batches=val,
-        device=torch.device("cpu"),
-    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    history = fit(model, train, loss_fn=nn.MSELoss(), optimizer=optimizer, num_epochs=5,
+                  val_batches=val, device=torch.device("cpu"))  # fmt: skip
+    return model, history
+
+
+def test_fit_recovers_true_linear_weights():
+    model, history = _fit_linreg(lr=0.03)
     w, b = model.linear.weight.detach().flatten(), model.linear.bias.item()
     assert torch.allclose(w, torch.tensor([2.0, -3.4]), atol=0.01)
     assert b == pytest.approx(4.2, abs=0.01)
@@ -38,17 +37,7 @@ def test_fit_recovers_true_linear_weights():
 
 
 def test_diverging_learning_rate_is_marked_not_raised():
-    train, val = _linreg_loaders()
-    model = LinearRegression(2)
-    history = fit(
-        model,
-        train,
-        loss_fn=nn.MSELoss(),
-        optimizer=torch.optim.SGD(model.parameters(), lr=1e3),
-        num_epochs=5,
-        val_batches=val,
-        device=torch.device("cpu"),
-    )
+    _, history = _fit_linreg(lr=1e3)
     assert history.diverged and history.diverged_epoch == 1
     assert history.num_epochs == 0
     assert history.final()["train_loss"] is None
