@@ -54,7 +54,11 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     vendor = Path(app.outdir) / "_static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PLOTLY_JS, vendor / "plotly.min.js")
-    source = Path(app.srcdir) / app.config.offline_mathjax_dir
+    # Relative to the book's root; a single-page build (`jupyter-book build page.md`)
+    # has the page's folder as its source, so look in the folders above it too.
+    src = Path(app.srcdir).resolve()
+    candidates = [base / app.config.offline_mathjax_dir for base in (src, *src.parents)]
+    source = next((c for c in candidates if (c / "tex-chtml.js").is_file()), candidates[0])
     if not (source / "tex-chtml.js").is_file():
         raise ExtensionError(
             f"MathJax is missing from {source}; run `make vendor` (it unpacks the npm "

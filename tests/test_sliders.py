@@ -14,9 +14,10 @@ import threading
 from pathlib import Path
 
 import plotly
+import plotly.graph_objects as go
 import pytest
 
-from d2lcore.sliders import format_value, readout, slider_figure
+from d2lcore.sliders import format_value, readout, slider_figure, trace_slider_figure
 from d2lcore.sweep import GridResults, RunResult, grid_configs
 from d2lcore.train import History
 
@@ -363,3 +364,101 @@ def test_log_y_puts_the_loss_panel_on_a_log_scale():
     log = slider_figure(make_grid(), title="MLP", log_y=True).figure
     assert linear.layout.yaxis.type == "linear"
     assert log.layout.yaxis.type == "log" and "log" in log.layout.yaxis.title.text
+
+
+# ----------------------------------------------------------------------------------
+# trace_slider_figure: any precomputed trace sets
+
+TRACE_AXES = {"depth": [2, 5], "init": ["zeros", "normal", "kaiming_normal"]}
+
+
+def trace_sets() -> list[list[go.Scatter]]:
+    """Two traces per configuration whose numbers say which configuration they are."""
+    sets = []
+    for k, config in enumerate(grid_configs(TRACE_AXES)):
+        layers = list(range(1, config["depth"] + 1))
+        sets.append([
+            go.Scatter(x=layers, y=[k + 1.0] * len(layers), name="activation std"),
+            go.Scatter(x=layers, y=[10.0 * (k + 1)] * len(layers), name="gradient std"),
+        ])  # fmt: skip
+    return sets
+
+
+def make_trace_figure(**kwargs):
+    readouts = [f"case {k}" for k in range(len(grid_configs(TRACE_AXES)))]
+    return trace_slider_figure(
+        TRACE_AXES, trace_sets(), title="Per layer", xaxis_title="layer",
+        yaxis_title="std", readouts=readouts, **kwargs,
+    )  # fmt: skip
+
+
+def test_trace_figure_keeps_each_configurations_traces_in_grid_order():
+    sf = make_trace_figure(default={"depth": 5, "init": "normal"})
+    fig = sf.figure
+    assert len(fig.data) == 6 * 2
+    for k, config in enumerate(grid_configs(TRACE_AXES)):
+        act, grad = fig.data[2 * k], fig.data[2 * k + 1]
+        assert (act.name, grad.name) == ("activation std", "gradient std")
+        assert list(act.y) == [k + 1.0] * config["depth"]
+    shown = list(itertools.product(*TRACE_AXES.values())).index((5, "normal"))
+    assert [t.visible for t in fig.data] == [k // 2 == shown for k in range(12)]
+    assert [s.name for s in fig.layout.sliders] == list(TRACE_AXES)
+    assert [s.active for s in fig.layout.sliders] == [1, 1]
+    assert sf.spec["perConfig"] == 2 and sf.spec["divergedAnnotations"] == []
+    # Each readout names its configuration (what the book's browser test checks) first.
+    assert sf.spec["readouts"][shown] == "<b>depth 5, initialization normal</b><br>case 4"
+    assert fig.layout.annotations[sf.spec["readoutAnnotation"]].text == sf.spec["readouts"][shown]
+    assert len(set(sf.spec["readouts"])) == 6
+
+
+def test_trace_figure_leaves_the_callers_traces_alone_and_checks_its_inputs():
+    sets = trace_sets()
+    trace_slider_figure(TRACE_AXES, sets, title="t", xaxis_title="x", yaxis_title="y")
+    assert all(t.visible is None for s in sets for t in s)
+    with pytest.raises(ValueError, match="6 configurations"):
+        trace_slider_figure(TRACE_AXES, sets[:5], title="t", xaxis_title="x", yaxis_title="y")
+    with pytest.raises(ValueError, match="same"):
+        trace_slider_figure(TRACE_AXES, [*sets[:5], sets[5][:1]], title="t",
+                            xaxis_title="x", yaxis_title="y")  # fmt: skip
+    with pytest.raises(KeyError):
+        make_trace_figure(default={"depth": 3})
+    log = make_trace_figure(log_y=True).figure
+    assert log.layout.yaxis.type == "log" and log.layout.yaxis.title.text == "std"
+
+
+@pytest.mark.browser
+def test_trace_figure_sliders_switch_traces_in_the_browser(tmp_path, browser):
+    sf = make_trace_figure(default={"depth": 2, "init": "zeros"})
+    shutil.copy(PLOTLY_JS, tmp_path / "plotly.min.js")
+    (tmp_path / "index.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><script src="plotly.min.js">'
+        f"</script></head><body>{sf.to_html()}</body></html>"
+    )
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+        wait_for_plots(page)
+        configs = grid_configs(TRACE_AXES)
+        for depth_step, init_step in [(0, 2), (1, 2), (1, 0)]:
+            move_slider(page, sf.fig_id, 0, depth_step)
+            move_slider(page, sf.fig_id, 1, init_step)
+            k = depth_step * 3 + init_step
+            state = figure_state(page, sf.fig_id)
+            assert [t["index"] for t in state["visible"]] == [2 * k, 2 * k + 1]
+            assert state["visible"][0]["y"] == [k + 1.0] * configs[k]["depth"]
+            assert page_readout(page, sf.fig_id).endswith(f"case {k}")
+        assert state["hash"] == f"#{sf.fig_id}:depth=5,init=zeros"
+        assert errors == []
+    finally:
+        server.shutdown()

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from d2lcore.plotting import PLOT_CONFIG
-from d2lcore.sweep import AxisValue, GridResults, RunResult
+from d2lcore.sweep import AxisValue, GridResults, RunResult, grid_configs
 from d2lcore.train import History
 
 #: What a slider changes, for the axis names the book uses; others read "weight decay"
@@ -386,3 +386,141 @@ window.addEventListener('hashchange', restore);
 shown = flat(actives());
 restore();
 """
+
+
+# ----------------------------------------------------------------------------------
+# Any precomputed trace sets, not only training histories
+
+
+def trace_slider_figure(
+    axes: Mapping[str, Sequence[AxisValue]],
+    traces: Sequence[Sequence[go.Scatter]],
+    *,
+    title: str,
+    xaxis_title: str,
+    yaxis_title: str,
+    readouts: Sequence[str] | None = None,
+    default: Mapping[str, AxisValue] | None = None,
+    axis_labels: Mapping[str, str] | None = None,
+    fig_id: str | None = None,
+    log_y: bool = False,
+) -> SliderFigure:
+    """One figure with a slider per axis that switches between precomputed trace sets:
+    :func:`slider_figure` for results that are not training histories (statistics
+    per layer, a function per activation, ...). Same page script, URL hash and readout.
+
+    Args:
+        axes: each axis' values, e.g. ``{"depth": [10, 20], "init": ["zeros", ...]}``.
+        traces: one list of traces per configuration, in :func:`~d2lcore.sweep.grid_configs`
+            order (the last axis varies fastest); every list has the same length, and
+            trace ``t`` of every list plays the same part (same name in the legend).
+        title: the figure's title.
+        xaxis_title, yaxis_title: the axes' titles, with units.
+        readouts: a line (plotly's HTML subset) per configuration, shown under the
+            configuration's values above the plot.
+        default: the configuration shown first (axes left out take their first value).
+        axis_labels: what each slider changes.
+        fig_id: the div id and URL-hash key (derived from the title and axis names).
+        log_y: a logarithmic y axis.
+    """
+    grid_axes = {name: list(values) for name, values in axes.items()}
+    configs = grid_configs(grid_axes)
+    if len(traces) != len(configs):
+        raise ValueError(f"{len(traces)} trace sets for a grid of {len(configs)} configurations")
+    per_config = len(traces[0]) if traces else 0
+    if per_config == 0 or any(len(t) != per_config for t in traces):
+        raise ValueError("every configuration needs the same, non-zero number of traces")
+    if readouts is not None and len(readouts) != len(configs):
+        raise ValueError(f"{len(readouts)} readouts for {len(configs)} configurations")
+    texts = {name: _value_texts(name, values) for name, values in grid_axes.items()}
+    active = _active_steps(grid_axes, default)
+    shown = 0
+    for name, a in zip(grid_axes, active, strict=True):
+        shown = shown * len(grid_axes[name]) + a
+
+    fig = go.Figure()
+    for k, trace_set in enumerate(traces):
+        for trace in trace_set:
+            trace = go.Scatter(trace)  # a copy: the caller's traces stay as they were
+            trace.visible = k == shown
+            fig.add_trace(trace)
+    lines = []
+    for k, config in enumerate(configs):
+        what = ", ".join(
+            f"{axis_label(n, axis_labels)} {format_value(v)}" for n, v in config.items()
+        )
+        extra = readouts[k] if readouts is not None else ""
+        lines.append(f"<b>{what}</b>" + (f"<br>{extra}" if extra else ""))
+    fig.add_annotation(
+        name="readout", text=lines[shown], xref="paper", yref="paper", x=0, y=1, yshift=34,
+        xanchor="left", yanchor="bottom", align="left", showarrow=False, font={"size": 13},
+    )  # fmt: skip
+    fig.update_xaxes(title_text=xaxis_title)
+    fig.update_yaxes(title_text=yaxis_title, type="log" if log_y else "linear",
+                     exponentformat="power")  # fmt: skip
+    names = list(grid_axes)
+    bottom = _BELOW_PLOT + len(names) * _SLIDER_H
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
+        sliders=_sliders(grid_axes, texts, active, axis_labels),
+        height=_TOP + _PLOT_H + bottom,
+        margin={"t": _TOP, "b": bottom, "l": 60, "r": 20},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / _PLOT_H,
+                "yanchor": "bottom"},
+        showlegend=True,
+        template="plotly_white",
+    )  # fmt: skip
+    fig_id = fig_id or default_fig_id(title, grid_axes)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", fig_id):
+        raise ValueError(f"fig_id {fig_id!r}: use letters, digits, '-' and '_' only")
+    spec = {
+        "id": fig_id,
+        "names": names,
+        "values": [texts[n] for n in names],
+        "perConfig": per_config,
+        "readouts": lines,
+        "diverged": [""] * len(configs),
+        "readoutAnnotation": 0,
+        "divergedAnnotations": [],
+    }
+    return SliderFigure(figure=fig, fig_id=fig_id, spec=spec)
+
+
+def _active_steps(
+    axes: Mapping[str, list[AxisValue]], default: Mapping[str, AxisValue] | None
+) -> list[int]:
+    """The step of each slider that ``default`` selects (first values where left out)."""
+    chosen = dict(default or {})
+    unknown = set(chosen) - set(axes)
+    if unknown:
+        raise KeyError(f"default names axes {sorted(unknown)} that the grid does not have")
+    active = []
+    for name, values in axes.items():
+        value = chosen.get(name, values[0])
+        if value not in values:
+            raise KeyError(f"default {name}={value!r} is not in the grid; values: {values}")
+        active.append(values.index(value))
+    return active
+
+
+def _sliders(
+    axes: Mapping[str, list[AxisValue]],
+    texts: Mapping[str, list[str]],
+    active: list[int],
+    axis_labels: Mapping[str, str] | None,
+) -> list[dict[str, Any]]:
+    """plotly slider specs, one per axis, stacked below the plot (as :func:`slider_figure`
+    lays them out); the page script does the switching (``method: skip``)."""
+    sliders = []
+    for i, name in enumerate(axes):
+        sliders.append({
+            "active": active[i],
+            "currentvalue": {"prefix": f"{axis_label(name, axis_labels)}: ",
+                             "font": {"size": 13}},
+            "steps": [{"label": t, "value": t, "method": "skip"} for t in texts[name]],
+            "x": 0.02, "len": 0.96, "xanchor": "left",
+            "y": -(_BELOW_PLOT + i * _SLIDER_H) / _PLOT_H, "yanchor": "top",
+            "pad": {"t": 0, "b": 0},
+            "name": name,
+        })  # fmt: skip
+    return sliders
