@@ -4,11 +4,13 @@ Both sides train the same models on Fashion-MNIST at batch size 256 with SGD (lr
 the same number of steps per epoch, one side after the other in one process:
 
 - d2lcore: ``fashion_mnist_loaders`` (the data set lives on the device as tensors and
-  batches are slices of a permutation), ``SoftmaxRegression`` or ``MLP``, and ``fit``
-  with ``nn.CrossEntropyLoss`` and ``torch.optim.SGD``.
+  batches are slices of a permutation), ``SoftmaxRegression``, ``MLP`` or the classic
+  ``d2lcore.conv.LeNet``, and ``fit`` with ``nn.CrossEntropyLoss`` and
+  ``torch.optim.SGD``.
 - d2l: ``d2l.FashionMNIST`` (torchvision data set, PIL image -> tensor per example,
   ``DataLoader`` with d2l's default of 4 worker processes), d2l's own model classes
-  and ``d2l.Trainer.fit``, including its matplotlib progress board (drawn with the Agg
+  (``d2l.LeNet`` for LeNet: the same layers as d2lcore's classic LeNet, which a unit test
+  checks) and ``d2l.Trainer.fit``, including its matplotlib progress board (drawn with the Agg
   backend; the time spent in ``ProgressBoard.draw`` is reported on its own).
 
 Each model gets one warm-up epoch, then ``--epochs`` timed epochs per side; the table
@@ -16,7 +18,8 @@ shows the median. An epoch includes the pass over the validation data on both si
 
 Usage::
 
-    python benchmarks/bench_epoch.py                 # both models, 3 timed epochs
+    python benchmarks/bench_epoch.py                 # all models, 3 timed epochs
+    python benchmarks/bench_epoch.py --models lenet --epochs 2 --threads 1
     python benchmarks/bench_epoch.py --models mlp --epochs 3
     D2L_DEVICE=cpu python benchmarks/bench_epoch.py  # force the device
 """
@@ -47,12 +50,14 @@ from d2l import torch as d2l  # noqa: E402
 from torch import nn  # noqa: E402
 
 import d2lcore  # noqa: E402
+from d2lcore.conv import LeNet  # noqa: E402
 from d2lcore.data import (  # noqa: E402
     FASHION_MNIST_FILES,
     DataSplits,
     fashion_mnist_loaders,
     find_fashion_mnist,
 )
+from d2lcore.init import init_weights  # noqa: E402
 from d2lcore.models import MLP, SoftmaxRegression  # noqa: E402
 from d2lcore.train import fit  # noqa: E402
 
@@ -60,8 +65,12 @@ BATCH_SIZE = 256
 LR = 0.1
 HIDDEN = 256
 DROPOUT = 0.5
-MODELS = ("softmax", "mlp")
-DESCRIPTIONS = {"softmax": "softmax 784-10", "mlp": "MLP 784-256-10, dropout 0.5"}
+MODELS = ("softmax", "mlp", "lenet")
+DESCRIPTIONS = {
+    "softmax": "softmax 784-10",
+    "mlp": "MLP 784-256-10, dropout 0.5",
+    "lenet": "LeNet-5 (sigmoid, avg pool)",
+}
 
 
 @dataclass
@@ -93,6 +102,9 @@ class Result:
 def d2lcore_model(name: str) -> nn.Module:
     if name == "softmax":
         return SoftmaxRegression()
+    if name == "lenet":
+        # The classic: the same layers as d2l.LeNet, with the d2l book's Xavier init.
+        return init_weights(LeNet(), "xavier_uniform")
     return MLP(hidden_sizes=(HIDDEN,), dropout=DROPOUT)
 
 
@@ -165,6 +177,11 @@ class TimedTrainer(d2l.Trainer):
 def d2l_model(name: str) -> d2l.Classifier:
     if name == "softmax":
         return d2l.SoftmaxRegression(num_outputs=10, lr=LR)
+    if name == "lenet":
+        # As the d2l book does: materialize the lazy layers with one batch, then Xavier.
+        lenet = d2l.LeNet(lr=LR)
+        lenet.apply_init([torch.zeros(1, 1, 28, 28)], d2l.init_cnn)
+        return lenet
     return DropoutMLP(num_outputs=10, num_hiddens=HIDDEN, dropout=DROPOUT, lr=LR)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from d2lcore.batched import dropout_generator, fit_stacked
+from d2lcore.conv import LeNet, SmallResNet
 from d2lcore.data import DataSplits, TensorLoader
 from d2lcore.device import get_device, make_generator
 from d2lcore.init import INIT_SCHEMES, init_weights
@@ -170,33 +171,68 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
 
+#: Model kinds whose configurations :func:`train_grid` can train together with stacked
+#: weights; the others (the convolutional ones) train one configuration at a time.
+BATCHABLE_KINDS = ("linear", "softmax", "mlp")
+#: Convolutional kinds: ``num_inputs`` counts input channels, not features.
+CONV_KINDS = ("lenet", "resnet")
+POOLS = ("avg", "max")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """The architecture: ``"linear"`` regression (MSE loss), ``"softmax"`` regression
-    or an ``"mlp"`` (cross-entropy loss)."""
+    """The architecture: ``"linear"`` regression (MSE loss), ``"softmax"`` regression,
+    an ``"mlp"``, a ``"lenet"`` or a ``"resnet"`` (cross-entropy loss).
 
-    kind: Literal["linear", "softmax", "mlp"]
+    For the convolutional kinds ``num_inputs`` is the number of input channels (1 for
+    Fashion-MNIST), ``batch_norm`` adds batch normalization, and dropout (a
+    :class:`TrainConfig` field) acts in the classifier head. A ``"lenet"``
+    (:class:`~d2lcore.conv.LeNet`, 28x28 images) also takes ``activation`` and
+    ``pool``; a ``"resnet"`` (:class:`~d2lcore.conv.SmallResNet`) takes its stage
+    widths as ``hidden_sizes``.
+    """
+
+    kind: Literal["linear", "softmax", "mlp", "lenet", "resnet"]
     num_inputs: int
     num_outputs: int
     hidden_sizes: tuple[int, ...] = ()
     activation: str = "relu"
+    pool: str = "max"
+    batch_norm: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        if self.kind not in ("linear", "softmax", "mlp"):
+        if self.kind not in (*BATCHABLE_KINDS, *CONV_KINDS):
             raise ValueError(f"unknown model kind {self.kind!r}")
-        if (self.kind == "mlp") != bool(self.hidden_sizes):
-            raise ValueError("an 'mlp' needs hidden_sizes, and only an 'mlp' has them")
+        if (self.kind in ("mlp", "resnet")) != bool(self.hidden_sizes):
+            raise ValueError("an 'mlp' and a 'resnet' need hidden_sizes, and only they have them")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pooling {self.pool!r}; choose from {POOLS}")
+        if self.batch_norm and self.kind not in CONV_KINDS:
+            raise ValueError(f"batch_norm is for the convolutional kinds {CONV_KINDS}")
 
     @property
     def regression(self) -> bool:
         return self.kind == "linear"
 
+    @property
+    def batchable(self) -> bool:
+        """Whether :func:`train_grid` can train configurations of it together."""
+        return self.kind in BATCHABLE_KINDS
+
     def build(self, *, dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
         """A fresh model (PyTorch's default init, from the global generator); ``generator``
-        is the stream of the MLP's dropout masks."""
+        is the stream of the dropout masks."""
+        if self.kind == "lenet":
+            return LeNet(self.num_outputs, activation=self.activation, pool=self.pool,
+                         batch_norm=self.batch_norm, dropout=dropout, generator=generator,
+                         in_channels=self.num_inputs)  # fmt: skip
+        if self.kind == "resnet":
+            return SmallResNet(self.hidden_sizes, num_classes=self.num_outputs,
+                               in_channels=self.num_inputs, batch_norm=self.batch_norm,
+                               dropout=dropout, generator=generator)  # fmt: skip
         if self.kind == "mlp":
             return MLP(self.num_inputs, self.hidden_sizes, self.num_outputs, dropout=dropout,
                        activation=self.activation, generator=generator)  # fmt: skip
@@ -392,22 +428,23 @@ def train_grid(
     other fields come from ``base``) and return the :class:`GridResults`.
 
     Configurations sharing ``batch_size``, ``num_epochs`` and ``optimizer`` train
-    together with stacked weights (:func:`~d2lcore.batched.fit_stacked`; every
-    :class:`ModelSpec` kind can); each equals :func:`train_one` with its config up to
-    float rounding. A diverged configuration is marked in its history and the others
-    go on.
+    together with stacked weights (:func:`~d2lcore.batched.fit_stacked`; the kinds in
+    :data:`BATCHABLE_KINDS` can); each equals :func:`train_one` with its config up to
+    float rounding. The convolutional kinds train one configuration at a time with
+    :func:`train_one`, whatever ``batched`` says. A diverged configuration is marked
+    in its history and the others go on.
 
     Args:
         data: tensors, or the loaders of :func:`~d2lcore.data.fashion_mnist_loaders`.
         batched: ``False`` trains one configuration at a time with :func:`train_one`;
-            ``None`` or ``True`` batches.
+            ``None`` or ``True`` batches where ``spec`` can be batched.
         cache: ``True`` keeps results in :func:`default_cache_dir`, a path keeps them
             there, ``False`` always trains. The key covers the spec, axes, base config,
             data, ``d2lcore``'s source, the device type and torch's version; a corrupt
             entry is trained again and overwritten.
 
     ``meta`` records ``key``, ``from_cache``, ``seconds`` (this call),
-    ``train_seconds``, ``device`` and ``batched``.
+    ``train_seconds``, ``device`` and ``batched`` (whether configurations were batched).
     """
     start = time.perf_counter()
     device = get_device(str(device) if device is not None else None)
@@ -431,7 +468,7 @@ def train_grid(
             grid.meta.update(from_cache=True, seconds=time.perf_counter() - start)
             return grid
 
-    batched = batched is not False
+    batched = batched is not False and spec.batchable
     results: list[tuple[History, float | None]] = [(History(), None)] * len(configs)
     groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
     for i, c in enumerate(configs):
