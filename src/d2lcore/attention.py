@@ -1,0 +1,454 @@
+"""Attention: kernel regression as attention pooling, masked softmax, additive and
+scaled dot-product attention, multi-head attention, sinusoidal positional encoding,
+and a small Transformer encoder trained to reverse sequences.
+
+Shapes follow PyTorch's batch-first convention: queries ``(B, Q, d)``, keys
+``(B, K, d)``, values ``(B, K, v)``; attention weights ``(B, Q, K)`` (one row of
+weights per query, summing to one over the keys it may see).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import nn
+
+from d2lcore.data import TensorLoader
+from d2lcore.device import get_device, make_generator
+from d2lcore.init import init_weights
+from d2lcore.train import EpochHook, History, fit
+
+# ----------------------------------------------------------------------------------
+# Nadaraya-Watson kernel regression
+
+
+def kernel_regression_data(
+    num_train: int = 50, *, noise: float = 0.5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy samples of ``f(x) = 2 sin(x) + x**0.8`` at sorted ``x`` in ``[0, 5)``.
+
+    Returns ``x`` and ``y``, both of shape ``(num_train,)``.
+    """
+    gen = make_generator(seed)
+    x = torch.sort(torch.rand(num_train, generator=gen) * 5).values
+    y = kernel_regression_target(x) + noise * torch.randn(num_train, generator=gen)
+    return x, y
+
+
+def kernel_regression_target(x: torch.Tensor) -> torch.Tensor:
+    """The noise-free function behind :func:`kernel_regression_data`."""
+    return 2 * torch.sin(x) + x**0.8
+
+
+def gaussian_attention_weights(
+    queries: torch.Tensor, keys: torch.Tensor, bandwidth: float | torch.Tensor
+) -> torch.Tensor:
+    """Nadaraya-Watson weights ``softmax_j(-(q - k_j)**2 / (2 h**2))``, shape ``(Q, K)``.
+
+    ``queries`` is ``(Q,)``, ``keys`` is ``(K,)``; a small bandwidth ``h`` looks only
+    at the nearest keys, a large one averages everything.
+    """
+    diffs = queries[:, None] - keys[None, :]  # (Q, K)
+    return torch.softmax(-(diffs**2) / (2 * bandwidth**2), dim=1)
+
+
+def nadaraya_watson(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bandwidth: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention pooling with a Gaussian kernel: the predictions ``(Q,)`` and weights ``(Q, K)``."""
+    weights = gaussian_attention_weights(queries, keys, bandwidth)
+    return weights @ values, weights
+
+
+class NWKernelRegression(nn.Module):
+    """Nadaraya-Watson regression whose bandwidth is a learned parameter.
+
+    The bandwidth is stored as its logarithm so that it stays positive during training.
+    ``forward(queries, keys, values)`` returns predictions ``(Q,)``; the last weights
+    are kept in ``attention_weights``.
+    """
+
+    def __init__(self, bandwidth: float = 1.0) -> None:
+        super().__init__()
+        self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bandwidth)))
+        self.attention_weights: torch.Tensor | None = None
+
+    @property
+    def bandwidth(self) -> float:
+        return float(self.log_bandwidth.detach().exp())
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        weights = gaussian_attention_weights(queries, keys, self.log_bandwidth.exp())
+        self.attention_weights = weights.detach()
+        return weights @ values
+
+
+def leave_one_out_keys(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each training point, the *other* points as keys and values: ``(n, n-1)`` each.
+
+    Training a bandwidth with each point among its own keys would drive it to zero
+    (every point predicts itself perfectly), so each query leaves itself out.
+    """
+    n = len(x)
+    keep = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return x.expand(n, n)[keep].reshape(n, n - 1), y.expand(n, n)[keep].reshape(n, n - 1)
+
+
+def fit_bandwidth(
+    x: torch.Tensor, y: torch.Tensor, *, bandwidth: float = 1.0, lr: float = 0.1,
+    num_steps: int = 200,
+) -> tuple[NWKernelRegression, list[float]]:  # fmt: skip
+    """Learn the bandwidth of :class:`NWKernelRegression` on ``(x, y)`` by leave-one-out
+    squared error with Adam. Returns the model and the loss per step."""
+    model = NWKernelRegression(bandwidth)
+    keys, values = leave_one_out_keys(x, y)  # (n, n-1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(num_steps):
+        optimizer.zero_grad()
+        h = model.log_bandwidth.exp()
+        weights = torch.softmax(-((x[:, None] - keys) ** 2) / (2 * h**2), dim=1)  # (n, n-1)
+        loss = ((weights * values).sum(dim=1) - y).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return model, losses
+
+
+# ----------------------------------------------------------------------------------
+# Masked softmax and scoring functions
+
+
+def sequence_mask(valid_lens: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """A boolean mask of ``shape`` ``(B, Q, K)``: key ``k`` is visible when ``k < valid_len``.
+
+    ``valid_lens`` is ``(B,)`` (the same length for every query of an example) or
+    ``(B, Q)`` (one per query).
+    """
+    batch, num_queries, num_keys = shape
+    if valid_lens.dim() == 1:
+        valid_lens = valid_lens[:, None].expand(batch, num_queries)
+    positions = torch.arange(num_keys, device=valid_lens.device)
+    return positions[None, None, :] < valid_lens[:, :, None]  # (B, Q, K)
+
+
+def masked_softmax(scores: torch.Tensor, valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last axis of ``scores`` ``(B, Q, K)``, seeing only the first
+    ``valid_len`` keys.
+
+    Masked keys get weight exactly zero. A row with *no* visible key (valid length 0)
+    gets all-zero weights, so attention returns a zero vector there: a defined result,
+    never NaN, in the forward and the backward pass. (``d2l.masked_softmax`` fills with
+    ``-1e6`` instead and returns uniform weights for such rows.)
+    """
+    if valid_lens is None:
+        return torch.softmax(scores, dim=-1)
+    mask = sequence_mask(valid_lens, scores.shape)
+    # The most negative finite number, not -inf: exp underflows to exactly 0 for
+    # masked keys, and an all-masked row stays finite (uniform), then zeroed below.
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=-1) * mask
+
+
+class AdditiveAttention(nn.Module):
+    """Additive attention: ``score(q, k) = w_v . tanh(W_q q + W_k k)``.
+
+    Parameter names match ``d2l.AdditiveAttention`` so its weights load here.
+    """
+
+    def __init__(
+        self, query_size: int, key_size: int, num_hiddens: int, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
+        self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
+        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.attention_weights: torch.Tensor | None = None
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+        valid_lens: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        # Every query against every key by broadcasting: (B, Q, 1, h) + (B, 1, K, h).
+        features = torch.tanh(self.W_q(queries).unsqueeze(2) + self.W_k(keys).unsqueeze(1))
+        scores = self.w_v(features).squeeze(-1)  # (B, Q, K)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, v)
+
+
+class DotProductAttention(nn.Module):
+    """Scaled dot-product attention: ``softmax(Q K^T / sqrt(d)) V``.
+
+    Dividing by ``sqrt(d)`` keeps the scores' variance near one whatever the width
+    ``d``, so the softmax does not saturate into a one-hot choice as ``d`` grows.
+    """
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.attention_weights: torch.Tensor | None = None
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+        valid_lens: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        d = queries.shape[-1]
+        scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)  # (B, Q, K)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, v)
+
+
+def softmax_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy (in nats) of each row of attention weights over the last axis."""
+    return -(weights * torch.log(weights.clamp_min(1e-30))).sum(dim=-1)
+
+
+# ----------------------------------------------------------------------------------
+# Multi-head attention
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention, as ``torch.nn.MultiheadAttention``
+    (batch first, biases on every projection) computes it.
+
+    Each of ``num_heads`` heads attends with its own ``d_model / num_heads``-wide slice
+    of the projected queries, keys and values; the heads' outputs are concatenated and
+    mixed by ``W_o``. The last weights, ``(B, heads, Q, K)``, are kept in
+    ``attention_weights``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.W_q = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, d_model)
+        self.W_v = nn.Linear(d_model, d_model)
+        self.W_o = nn.Linear(d_model, d_model)
+        self.attention = DotProductAttention(dropout)
+        self.attention_weights: torch.Tensor | None = None
+
+    def _split(self, X: torch.Tensor) -> torch.Tensor:
+        # (B, T, d_model) -> (B * heads, T, d_model / heads): heads become batch entries.
+        B, T, _ = X.shape
+        X = X.reshape(B, T, self.num_heads, -1).permute(0, 2, 1, 3)
+        return X.reshape(B * self.num_heads, T, -1)
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+        valid_lens: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        B, Q, d_model = queries.shape
+        if valid_lens is not None:
+            # Every head of an example sees the same keys.
+            valid_lens = valid_lens.repeat_interleave(self.num_heads, dim=0)
+        out = self.attention(
+            self._split(self.W_q(queries)), self._split(self.W_k(keys)),
+            self._split(self.W_v(values)), valid_lens,
+        )  # (B * heads, Q, d_model / heads)  # fmt: skip
+        weights = self.attention.attention_weights
+        assert weights is not None
+        self.attention_weights = weights.reshape(B, self.num_heads, Q, -1)
+        out = out.reshape(B, self.num_heads, Q, -1).permute(0, 2, 1, 3).reshape(B, Q, d_model)
+        return self.W_o(out)
+
+    @torch.no_grad()
+    def load_torch_weights(self, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        """Copy the weights of a ``torch.nn.MultiheadAttention`` of the same size."""
+        d = self.W_q.in_features
+        for i, layer in enumerate((self.W_q, self.W_k, self.W_v)):
+            layer.weight.copy_(mha.in_proj_weight[i * d : (i + 1) * d])
+            layer.bias.copy_(mha.in_proj_bias[i * d : (i + 1) * d])
+        self.W_o.weight.copy_(mha.out_proj.weight)
+        self.W_o.bias.copy_(mha.out_proj.bias)
+        return self
+
+
+# ----------------------------------------------------------------------------------
+# Positional encoding
+
+
+def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
+    """The ``(max_len, d_model)`` matrix ``P[i, 2j] = sin(i / 10000**(2j/d))``,
+    ``P[i, 2j+1] = cos(i / 10000**(2j/d))``."""
+    positions = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
+    freqs = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
+    P = torch.zeros(max_len, d_model)
+    P[:, 0::2] = torch.sin(positions * freqs)
+    P[:, 1::2] = torch.cos(positions * freqs[: d_model // 2])
+    return P
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the sinusoidal encoding to ``(B, T, d_model)`` inputs, then dropout."""
+
+    P: torch.Tensor
+
+    def __init__(self, d_model: int, max_len: int = 1000, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("P", sinusoidal_encoding(max_len, d_model), persistent=False)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.dropout(X + self.P[: X.shape[1]])
+
+
+# ----------------------------------------------------------------------------------
+# A small Transformer encoder and the sequence-reversal task
+
+
+def reversal_data(
+    num_examples: int, seq_len: int, vocab_size: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token sequences ``X`` ``(n, seq_len)`` and their reversals ``Y``: the
+    target at position ``i`` is the input at position ``seq_len - 1 - i``."""
+    X = torch.randint(vocab_size, (num_examples, seq_len), generator=make_generator(seed))
+    return X, X.flip(1)
+
+
+@dataclass
+class TransformerConfig:
+    """Size of a :class:`TransformerEncoder`."""
+
+    vocab_size: int = 10
+    seq_len: int = 8
+    d_model: int = 32
+    num_heads: int = 2
+    num_layers: int = 1
+    ffn_hiddens: int = 64
+    dropout: float = 0.0
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention and a position-wise MLP, each in a residual branch followed by
+    layer normalization (the original, post-norm Transformer)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.attention = MultiHeadAttention(d, config.num_heads, config.dropout)
+        self.norm1 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(
+            nn.Linear(d, config.ffn_hiddens), nn.ReLU(), nn.Linear(config.ffn_hiddens, d)
+        )
+        self.norm2 = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, X: torch.Tensor, valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        X = self.norm1(X + self.dropout(self.attention(X, X, X, valid_lens)))
+        return self.norm2(X + self.dropout(self.ffn(X)))
+
+
+class TransformerEncoder(nn.Module):
+    """Token embedding, sinusoidal positions, encoder blocks and a per-position
+    classifier: ``(B, T)`` token ids to ``(B, vocab, T)`` logits (the layout
+    ``F.cross_entropy`` takes for per-token targets ``(B, T)``)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.positions = PositionalEncoding(config.d_model, config.seq_len, config.dropout)
+        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.head = nn.Linear(config.d_model, config.vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Not scaled up by sqrt(d_model): reversal is all about positions, and an
+        # embedding as large as the encoding's +-1 lets the position signal through.
+        X = self.positions(self.embedding(tokens))  # (B, T, d_model)
+        for block in self.blocks:
+            X = block(X)
+        return self.head(X).transpose(1, 2)  # (B, vocab, T)
+
+    def attention_maps(self) -> list[torch.Tensor]:
+        """Each layer's last attention weights, ``(B, heads, T, T)``."""
+        maps = []
+        for block in self.blocks:
+            assert isinstance(block, EncoderBlock)
+            weights = block.attention.attention_weights
+            if weights is None:
+                raise RuntimeError("run the model on a batch first")
+            maps.append(weights)
+        return maps
+
+
+@torch.no_grad()
+def token_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> float:
+    """Fraction of target tokens the model predicts right (evaluation mode)."""
+    was_training = model.training
+    model.eval()
+    correct = (model(X).argmax(dim=1) == Y).float().mean()
+    model.train(was_training)
+    return float(correct)
+
+
+def train_reversal(
+    config: TransformerConfig,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    lr: float = 1e-3,
+    num_epochs: int = 10,
+    batch_size: int = 64,
+    init: str = "default",
+    seed: int = 0,
+    device: torch.device | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> tuple[TransformerEncoder, History]:
+    """Train a :class:`TransformerEncoder` on ``train = (X, Y)`` with Adam and
+    :func:`~d2lcore.train.fit`; ``History.val_loss`` and ``val_acc`` are per *token*
+    on ``val`` (``fit``'s own evaluation counts accuracy per example).
+
+    ``init`` is a scheme of :func:`~d2lcore.init.init_weights` for the linear layers;
+    ``seed`` fixes the initial weights and the minibatch order.
+    """
+    device = device or get_device()
+    torch.manual_seed(seed)
+    model = TransformerEncoder(config)
+    init_weights(model, init)
+    model.to(device)
+    X_val, Y_val = (t.to(device) for t in val)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def record(epoch: int, history: History) -> None:
+        # Appends the validation numbers fit leaves empty, then the caller's hook.
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            history.val_loss.append(float(loss_fn(model(X_val), Y_val)))
+        model.train(was_training)
+        history.val_acc.append(token_accuracy(model, X_val, Y_val))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+
+    loader = TensorLoader(*train, batch_size=batch_size, seed=seed, device=device)
+    history = fit(
+        model, cast(Iterable[tuple[torch.Tensor, torch.Tensor]], loader),  # (X, Y) pairs
+        loss_fn=loss_fn, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+        num_epochs=num_epochs, device=device, on_epoch_end=record,
+    )  # fmt: skip
+    return model, history
+
+
+def anti_diagonal_mass(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention weight that query ``i`` puts on key ``T - 1 - i``, for weights
+    ``(..., T, T)``: 1 when every query looks only at its mirror position."""
+    return weights.flip(-1).diagonal(dim1=-2, dim2=-1).mean(dim=-1)
+
+
+__all__ = [
+    "AdditiveAttention", "DotProductAttention", "EncoderBlock", "MultiHeadAttention",
+    "NWKernelRegression", "PositionalEncoding", "TransformerConfig", "TransformerEncoder",
+    "anti_diagonal_mass", "fit_bandwidth", "gaussian_attention_weights",
+    "kernel_regression_data", "kernel_regression_target", "leave_one_out_keys",
+    "masked_softmax", "nadaraya_watson", "reversal_data", "sequence_mask",
+    "sinusoidal_encoding", "softmax_entropy", "token_accuracy", "train_reversal",
+]  # fmt: skip

@@ -1,0 +1,131 @@
+"""Attention: masked softmax edge cases, shapes, and equality with torch and d2l."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from d2lcore.attention import (
+    AdditiveAttention,
+    DotProductAttention,
+    MultiHeadAttention,
+    TransformerConfig,
+    anti_diagonal_mass,
+    fit_bandwidth,
+    kernel_regression_data,
+    masked_softmax,
+    nadaraya_watson,
+    reversal_data,
+    sinusoidal_encoding,
+    token_accuracy,
+    train_reversal,
+)
+
+d2l = pytest.importorskip("d2l.torch")
+
+
+def test_masked_softmax_zero_length_and_all_masked_rows_are_zero_not_nan():
+    scores = torch.randn(3, 2, 5, requires_grad=True)
+    w = masked_softmax(scores, torch.tensor([0, 2, 5]))
+    assert not torch.isnan(w).any()
+    assert torch.equal(w[0], torch.zeros(2, 5))
+    torch.testing.assert_close(w[1:].sum(-1), torch.ones(2, 2))
+    assert torch.equal(w[1, :, 2:], torch.zeros(2, 3))
+    w.sum().backward()
+    assert scores.grad is not None and torch.isfinite(scores.grad).all()
+    # 2-D valid lengths: one per query.
+    w2 = masked_softmax(scores.detach(), torch.tensor([[0, 1], [3, 0], [5, 5]]))
+    assert torch.equal(w2[0, 0], torch.zeros(5)) and torch.equal(w2[1, 1], torch.zeros(5))
+    assert float(w2[0, 1, 0]) == 1.0
+
+
+def test_masked_softmax_matches_d2l_where_lengths_positive():
+    scores = torch.randn(4, 3, 6)
+    for lens in (torch.tensor([1, 3, 6, 2]), torch.randint(1, 7, (4, 3))):
+        torch.testing.assert_close(masked_softmax(scores, lens),
+                                   d2l.masked_softmax(scores.clone(), lens))
+    torch.testing.assert_close(masked_softmax(scores), torch.softmax(scores, -1))
+
+
+def test_additive_attention_matches_d2l():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 5), torch.randn(2, 7, 4), torch.randn(2, 7, 6)
+    lens = torch.tensor([2, 7])
+    ref = d2l.AdditiveAttention(8, dropout=0.0)
+    ref(q, k, v, lens)  # materialize the lazy layers
+    ours = AdditiveAttention(5, 4, 8)
+    ours.load_state_dict(ref.state_dict())
+    out = ours(q, k, v, lens)
+    assert out.shape == (2, 3, 6) and ours.attention_weights is not None
+    torch.testing.assert_close(out, ref(q, k, v, lens))
+    torch.testing.assert_close(ours.attention_weights, ref.attention_weights)
+
+
+def test_dot_product_attention_matches_d2l_and_torch_sdpa():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 4, 8), torch.randn(3, 6, 8), torch.randn(3, 6, 5)
+    lens = torch.tensor([1, 4, 6])
+    out = DotProductAttention()(q, k, v, lens)
+    assert out.shape == (3, 4, 5)
+    torch.testing.assert_close(out, d2l.DotProductAttention(0.0)(q, k, v, lens))
+    mask = torch.arange(6)[None, None, :] < lens[:, None, None]  # (B, 1, K), True = visible
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def test_multi_head_attention_matches_torch():
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(16, 4, batch_first=True)
+    ours = MultiHeadAttention(16, 4).load_torch_weights(ref)
+    q, kv = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    out = ours(q, kv, kv)
+    ref_out, ref_w = ref(q, kv, kv, average_attn_weights=False)
+    assert out.shape == (2, 5, 16)
+    torch.testing.assert_close(out, ref_out)
+    assert ours.attention_weights is not None
+    torch.testing.assert_close(ours.attention_weights, ref_w)
+    # Valid lengths are key padding: key j is hidden when j >= valid_len.
+    lens = torch.tensor([3, 7])
+    padding = torch.arange(7)[None, :] >= lens[:, None]
+    torch.testing.assert_close(ours(q, kv, kv, lens), ref(q, kv, kv, key_padding_mask=padding)[0])
+
+
+def test_sinusoidal_encoding_values():
+    P = sinusoidal_encoding(50, 16)
+    assert P.shape == (50, 16)
+    torch.testing.assert_close(P[0, 0::2], torch.zeros(8))
+    torch.testing.assert_close(P[0, 1::2], torch.ones(8))
+    i, j = 7, 3
+    torch.testing.assert_close(P[i, 2 * j], torch.sin(torch.tensor(i / 10000 ** (2 * j / 16))))
+    ref = d2l.PositionalEncoding(16, 0.0, max_len=50)
+    torch.testing.assert_close(P, ref.P[0])
+
+
+def test_nadaraya_watson_limits_and_learned_bandwidth():
+    x, y = kernel_regression_data(40, seed=0)
+    pred, w = nadaraya_watson(x, x, y, bandwidth=100.0)
+    torch.testing.assert_close(pred, y.mean().expand(40), atol=1e-3, rtol=0)  # average pooling
+    torch.testing.assert_close(w.sum(1), torch.ones(40))
+    model, losses = fit_bandwidth(x, y, bandwidth=2.0, num_steps=60)
+    assert losses[-1] < losses[0] and 0.01 < model.bandwidth < 2.0
+
+
+def test_anti_diagonal_mass():
+    T = 5
+    assert float(anti_diagonal_mass(torch.eye(T).flip(-1))) == 1.0
+    assert float(anti_diagonal_mass(torch.full((T, T), 1 / T))) == pytest.approx(1 / T)
+
+
+def test_transformer_learns_reversal_quickly():
+    train, val = reversal_data(2000, 4, 6, seed=0), reversal_data(300, 4, 6, seed=1)
+    config = TransformerConfig(vocab_size=6, seq_len=4, d_model=16, num_heads=1, num_layers=2,
+                               ffn_hiddens=32)
+    model, history = train_reversal(config, train, val, lr=3e-3, num_epochs=8,
+                                    device=torch.device("cpu"))
+    assert model(val[0]).shape == (300, 6, 4)
+    assert len(history.val_acc) == len(history.val_loss) == 8
+    assert history.val_acc[-1] == token_accuracy(model, *val) > 0.9
+    assert history.val_loss[-1] < history.val_loss[0]
+    maps = model.attention_maps()
+    assert [m.shape for m in maps] == [(300, 1, 4, 4)] * 2
