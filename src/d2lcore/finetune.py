@@ -1,0 +1,380 @@
+"""Fine-tuning: reuse a network trained on a source task for a target task.
+
+The four steps: pretrain on the source data (:func:`pretrain_source`, cached on disk as a
+checkpoint), copy the network without its output layer and add a new one
+(:func:`replace_head`), then train on the target with the new layer learning from scratch
+and the rest gently (:func:`param_groups`, :func:`fine_tune`). :func:`load_pretrained`
+reads the book's checkpoints and plain ``state_dict`` files such as torchvision's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from d2lcore.conv import SmallResNet
+from d2lcore.data import TensorLoader
+from d2lcore.device import get_device, make_generator
+from d2lcore.metrics import evaluate
+from d2lcore.sweep import RunResult, code_fingerprint, default_cache_dir
+from d2lcore.train import History, fit
+
+Split = tuple[torch.Tensor, torch.Tensor]
+HEAD_INITS = ("default", "zero")
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or does not fit the model."""
+
+
+# ----------------------------------------------------------------------------------
+# The output layer: find it, replace it, freeze everything else
+
+
+def head_name(model: nn.Module) -> str:
+    """The qualified name of the output layer: the last ``nn.Linear`` registered in
+    ``model`` (``"net.9"`` for :class:`~d2lcore.conv.LeNet`, ``"fc"`` for torchvision's
+    ResNets, ``"head.2"`` for :class:`~d2lcore.conv.SmallResNet`)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear output layer to replace")
+    return names[-1]
+
+
+def get_head(model: nn.Module) -> nn.Linear:
+    """The output layer (see :func:`head_name`)."""
+    head = model.get_submodule(head_name(model))
+    assert isinstance(head, nn.Linear)
+    return head
+
+
+def replace_head(
+    model: nn.Module,
+    num_classes: int,
+    *,
+    init: str = "default",
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Replace the output layer in place by a new ``nn.Linear`` with ``num_classes``
+    outputs and the same inputs; return ``model``.
+
+    Args:
+        init: ``"default"`` (PyTorch's uniform initialization, drawn from ``generator``)
+            or ``"zero"`` (all weights and biases 0: every class starts equally likely).
+    """
+    if init not in HEAD_INITS:
+        raise ValueError(f"unknown head init {init!r}; choose from {HEAD_INITS}")
+    name = head_name(model)
+    old = get_head(model)
+    new = nn.Linear(old.in_features, num_classes, device=old.weight.device)
+    with torch.no_grad():
+        if init == "zero":
+            new.weight.zero_()
+            new.bias.zero_()
+        else:  # nn.Linear's own rule, from a seeded stream
+            bound = 1 / math.sqrt(old.in_features)
+            new.weight.copy_(_uniform(new.weight.shape, bound, generator))
+            new.bias.copy_(_uniform(new.bias.shape, bound, generator))
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
+def _uniform(shape: torch.Size, bound: float, generator: torch.Generator | None) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+def freeze_body(model: nn.Module) -> nn.Module:
+    """Stop gradients to every parameter but the output layer's; return ``model``.
+
+    Only parameters are frozen: batch-normalization layers still normalize with batch
+    statistics in training mode."""
+    head = {id(p) for p in get_head(model).parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
+    return model
+
+
+def param_groups(model: nn.Module, lr: float, body_lr_mult: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the output layer at ``lr``, the rest (the pretrained
+    body) at ``lr * body_lr_mult``. Frozen parameters and a multiplier of 0 leave the
+    body out."""
+    head = {id(p) for p in get_head(model).parameters()}
+    head_params = [p for p in model.parameters() if id(p) in head]
+    body = [p for p in model.parameters() if id(p) not in head and p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": head_params, "lr": lr, "name": "head"}]
+    if body and body_lr_mult > 0:
+        groups.append({"params": body, "lr": lr * body_lr_mult, "name": "body"})
+    return groups
+
+
+# ----------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``{"format", "state_dict", "meta"}`` to ``path`` atomically (a reader never
+    sees half a file); ``meta`` must be JSON-like (numbers, strings, lists, dicts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta or {}}, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_pretrained(
+    path: str | os.PathLike[str], model: nn.Module, *, skip_head: bool = False
+) -> dict[str, Any]:
+    """Load the weights in ``path`` into ``model`` and return the checkpoint's metadata.
+
+    ``path`` is a checkpoint from :func:`save_checkpoint` or a plain ``state_dict`` (as
+    torchvision's weight files are). Read with ``weights_only=True``: no code in the file
+    runs. ``skip_head`` keeps ``model``'s own output layer (a head of another size).
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint (garbage, truncated) or
+            does not fit ``model`` (other layers or shapes); the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file. Check the path, or save "
+                              "one first (torch.save(model.state_dict(), path)).")  # fmt: skip
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # garbage, truncated, or pickled code: all unreadable here
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). The file is corrupt or "
+            "incomplete: delete it and save or download it again."
+        ) from err
+    meta: dict[str, Any] = {}
+    if isinstance(entry, dict) and "state_dict" in entry:
+        state, meta = entry["state_dict"], dict(entry.get("meta") or {})
+    else:
+        state = entry
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: holds no state_dict of tensors. Save one with "
+                              "torch.save(model.state_dict(), path).")  # fmt: skip
+    head_keys = {f"{head_name(model)}.{k}" for k in ("weight", "bias")}
+    if skip_head:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    try:
+        result = model.load_state_dict(state, strict=not skip_head)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: does not fit {type(model).__name__}: {err}. Build the same "
+            "architecture that saved the file (or pass skip_head=True if only the "
+            "output layer differs)."
+        ) from err
+    missing = set(result.missing_keys) - head_keys
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: does not fit {type(model).__name__}: missing {sorted(missing)}, "
+            f"unexpected {sorted(result.unexpected_keys)}. Build the same architecture "
+            "that saved the file."
+        )
+    return meta
+
+
+# ----------------------------------------------------------------------------------
+# Source and target tasks
+
+
+def class_subset(X: torch.Tensor, y: torch.Tensor, classes: Sequence[int]) -> Split:
+    """The examples of ``classes``, relabelled ``0 .. len(classes) - 1`` in that order."""
+    index = torch.full((int(y.max()) + 1,), -1, dtype=torch.long, device=y.device)
+    index[torch.as_tensor(list(classes), device=y.device)] = torch.arange(
+        len(classes), device=y.device
+    )
+    new = index[y]
+    keep = new >= 0
+    return X[keep], new[keep]
+
+
+def few_labels(X: torch.Tensor, y: torch.Tensor, n: int, *, seed: int = 0) -> Split:
+    """``n`` examples drawn at random, the same number from every class (``n`` must be a
+    multiple of the number of classes)."""
+    classes = torch.unique(y)
+    if n % len(classes):
+        raise ValueError(f"n={n} is not a multiple of the {len(classes)} classes")
+    gen = make_generator(seed)
+    picks = []
+    for c in classes:
+        idx = (y == c).nonzero().flatten().cpu()
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[: n // len(classes)]])
+    order = torch.cat(picks)
+    order = order[torch.randperm(len(order), generator=gen)].to(y.device)
+    return X[order], y[order]
+
+
+def book_cnn(num_classes: int) -> nn.Module:
+    """The book's source network: a narrow :class:`~d2lcore.conv.SmallResNet`. Its
+    globally pooled convolutional features transfer to new classes far better than
+    LeNet's dense layers, which specialize to the source classes."""
+    return SmallResNet((8, 16, 32), num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How the source network is pretrained (Adam, cross-entropy)."""
+
+    classes: tuple[int, ...] = (0, 1, 2, 3, 4)
+    num_epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 128
+    seed: int = 0
+
+
+def _batches(split: Split, batch_size: int, device: torch.device, *,
+             seed: int | None = None) -> Iterable[Split]:  # fmt: skip
+    """Training batches shuffled from ``seed``, or evaluation batches (``seed=None``)."""
+    loader = TensorLoader(*split, batch_size=batch_size, shuffle=seed is not None,
+                          seed=seed or 0, device=device)  # fmt: skip
+    return cast(Iterable[Split], loader)  # it yields (X, y) pairs
+
+
+def _tensors_hash(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def checkpoint_key(config: SourceConfig, train: Split, val: Split) -> str:
+    """Everything the source network depends on: the ``d2lcore`` code, ``config``, the
+    data, and the torch version."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(config),
+        "code": code_fingerprint(),
+        "data": _tensors_hash(*train, *val),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def pretrain_source(
+    config: SourceConfig,
+    train: Split,
+    val: Split,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The source network trained on ``train`` (labels already ``0 .. k-1``), loaded from
+    the cache folder when a checkpoint with the same :func:`checkpoint_key` is there,
+    else trained and saved. Returns the model and its metadata (``val_acc``,
+    ``seconds``, ``cached``, ``path``)."""
+    device = get_device(str(device) if device is not None else None)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = checkpoint_key(config, train, val)
+    path = folder / f"source-{key}.pt"
+    model = book_cnn(len(config.classes))
+    if path.is_file():
+        try:
+            meta = load_pretrained(path, model)
+            return model.to(device), {**meta, "cached": True, "path": str(path)}
+        except CheckpointError:
+            pass  # a damaged cache entry: train again and overwrite it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = book_cnn(len(config.classes))
+    loader = _batches(train, config.batch_size, device, seed=config.seed)
+    val_loader = _batches(val, 1024, device)
+    history = fit(model, loader, loss_fn=nn.CrossEntropyLoss(),
+                  optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+                  num_epochs=config.num_epochs, val_batches=val_loader,
+                  device=device)  # fmt: skip
+    meta = {"key": key, "config": asdict(config), "val_acc": history.val_acc[-1],
+            "seconds": sum(history.seconds)}  # fmt: skip
+    try:
+        save_checkpoint(path, model, meta)
+    except OSError:  # a read-only or full disk must not break the page
+        pass
+    return model, {**meta, "cached": False, "path": str(path)}
+
+
+# ----------------------------------------------------------------------------------
+# Training on the target
+
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class AugmentedLoader:
+    """Minibatches ``(X, y)`` of ``loader`` with ``transform`` applied to every image
+    separately (each gets its own random crop or shift)."""
+
+    def __init__(self, loader: Iterable[Split], transform: Transform) -> None:
+        self.loader = loader
+        self.transform = transform
+
+    def __iter__(self) -> Iterator[Split]:
+        for X, y in self.loader:
+            yield torch.stack([self.transform(x) for x in X]), y
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """One way of training on the target: ``body_lr_mult`` scales the learning rate of
+    the pretrained layers (0: frozen, a linear probe; 1: the same as the head)."""
+
+    lr: float = 1e-3
+    body_lr_mult: float = 0.1
+    num_epochs: int = 10
+    batch_size: int = 25
+    seed: int = 0
+
+
+def fine_tune(
+    model: nn.Module,
+    config: FineTuneConfig,
+    train: Split,
+    val: Split,
+    test: Split | None = None,
+    *,
+    augment: Transform | None = None,
+    device: torch.device | str | None = None,
+) -> RunResult:
+    """Train ``model`` (its head already replaced) on the target with Adam over
+    :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body. ``test_acc`` is the
+    accuracy on ``test`` at the end."""
+    device = get_device(str(device) if device is not None else None)
+    if config.body_lr_mult == 0:
+        freeze_body(model)
+    optimizer = torch.optim.Adam(param_groups(model, config.lr, config.body_lr_mult))
+    loader = _batches(train, config.batch_size, device, seed=config.seed)
+    batches = loader if augment is None else AugmentedLoader(loader, augment)
+    val_loader = _batches(val, 1024, device)
+    loss_fn = nn.CrossEntropyLoss()
+    history: History = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
+                           num_epochs=config.num_epochs, val_batches=val_loader,
+                           device=device)  # fmt: skip
+    test_acc = None
+    if test is not None and not history.diverged:
+        test_loader = _batches(test, 1024, device)
+        test_acc = evaluate(model, test_loader, loss_fn, device=device).accuracy
+    return RunResult(config=asdict(config), history=history, test_acc=test_acc)
