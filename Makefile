@@ -22,11 +22,21 @@ D2L_REFERENCE := d2l==1.0.3
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
-.PHONY: book test setup env data vendor browser unit book-check bench clean
+.PHONY: book book-ci test setup env data vendor browser bench clean
 
+# Pages execute through jupyter-cache: a page runs again when its cells change, and every
+# page runs again when d2lcore, the pins, D2L_PROFILE or the device change
+# (_ext/exec_cache.py). With nothing changed, nothing executes.
 book: setup
 	$(VENV)/bin/jupyter-book build . --all
-	@echo "The book is in _build/html/index.html"
+	@$(PY) tools/exec_report.py --quiet --markdown _build/exec_report.md --json _build/exec_report.json
+	@echo "The book is in _build/html/index.html (execution times: _build/exec_report.md)"
+
+# What CI runs: every cell of every page executed afresh, every warning an error, and
+# the per-page execution times kept with the HTML. D2L_PROFILE=gpu selects the GPU profile.
+book-ci: setup
+	D2L_EXECUTE=force $(VENV)/bin/jupyter-book build . --all -W
+	$(PY) tools/exec_report.py --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
 
 test: setup browser
 	$(PY) -m pytest -q

@@ -32,19 +32,50 @@ def test_no_cdn_assets_in_built_pages(built_book: Path):
     assert (built_book / "_static" / "vendor" / "mathjax" / "tex-chtml.js").is_file()
 
 
-def test_a_cell_that_raises_fails_the_build(tmp_path: Path):
-    book = tmp_path / "book"
+def tiny_book(folder: Path, title: str, code: str) -> Path:
+    """A one-page book with this repository's configuration and extensions."""
+    book = folder / "book"
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copy(ROOT / "requirements.txt", book / "requirements.txt")
     shutil.copytree(ROOT / "_ext", book / "_ext")
     (book / ".vendor").symlink_to(ROOT / ".vendor")
     (book / "_toc.yml").write_text("format: jb-book\nroot: index\n")
     (book / "index.md").write_text(
         "---\njupytext:\n  text_representation:\n    format_name: myst\n"
         "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n"
-        "# A page that fails\n\n```{code-cell} ipython3\n"
-        "raise ValueError('this cell is broken on purpose')\n```\n"
+        f"# {title}\n\n```{{code-cell}} ipython3\n{code}\n```\n"
     )
+    return book
+
+
+def test_a_cell_that_raises_fails_the_build(tmp_path: Path):
+    book = tiny_book(tmp_path, "A page that fails",
+                     "raise ValueError('this cell is broken on purpose')")
     result = build_book(book, output=tmp_path)
     assert result.returncode != 0
     assert "this cell is broken on purpose" in result.stdout + result.stderr
+
+
+def test_execution_cache_reruns_a_page_only_when_something_changed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """Unchanged: the page's cell does not run again. Another build profile, or
+    D2L_EXECUTE=force, runs it again (the cache does not key on them by itself)."""
+    runs = tmp_path / "runs.txt"
+    book = tiny_book(tmp_path, "A page that counts its runs",
+                     f"open({str(runs)!r}, 'a').write('run\\n')")
+    monkeypatch.delenv("D2L_PROFILE", raising=False)
+    monkeypatch.delenv("D2L_EXECUTE", raising=False)
+
+    def build_and_count() -> int:
+        result = build_book(book, output=tmp_path)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return len(runs.read_text().splitlines())
+
+    assert build_and_count() == 1
+    assert build_and_count() == 1  # nothing changed: nothing executed
+    monkeypatch.setenv("D2L_PROFILE", "gpu")
+    assert build_and_count() == 2  # another profile: executed again
+    assert build_and_count() == 2
+    monkeypatch.setenv("D2L_EXECUTE", "force")
+    assert build_and_count() == 3  # forced

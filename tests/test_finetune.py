@@ -146,11 +146,104 @@ def test_class_subset_and_few_labels() -> None:
     Xf, yf = few_labels(Xs, ys, 10, seed=0)
     assert torch.bincount(yf).tolist() == [2] * 5
     assert torch.equal(Xf.flatten().long() - 5, yf)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="choose a positive multiple of 5, e.g. 5"):
         few_labels(Xs, ys, 7)
+    with pytest.raises(ValueError, match="choose a positive multiple of 5"):
+        few_labels(Xs, ys, 0)
+    with pytest.raises(ValueError, match="smallest class has only 20; choose at most 100"):
+        few_labels(Xs, ys, 105)
 
 
 def test_replace_head_is_seeded() -> None:
     a, b = (replace_head(copy.deepcopy(LeNet.modern(5)), 3,
                          generator=torch.Generator().manual_seed(0)) for _ in range(2))  # fmt: skip
     assert torch.equal(get_head(a).weight, get_head(b).weight)
+
+
+def _tiny_split(n: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=gen), torch.randint(0, classes, (n,), generator=gen)
+
+
+def test_fine_tune_linear_probe_trains_only_the_head() -> None:
+    from d2lcore.finetune import FineTuneConfig, book_cnn, fine_tune
+
+    model = replace_head(book_cnn(4), 3, generator=torch.Generator().manual_seed(0))
+    body_before = {k: v.clone() for k, v in model.state_dict().items() if "head" not in k}
+    head_before = get_head(model).weight.detach().clone()
+    epochs: list[int] = []
+    result = fine_tune(model, FineTuneConfig(lr=1e-2, body_lr_mult=0.0, num_epochs=2,
+                                             batch_size=8),
+                       _tiny_split(16, 3, 0), _tiny_split(8, 3, 1), _tiny_split(8, 3, 2),
+                       device="cpu", on_epoch_end=lambda e, h: epochs.append(e))  # fmt: skip
+    assert len(epochs) == 2 and len(result.history.train_loss) == 2
+    assert result.test_acc is not None and 0.0 <= result.test_acc <= 1.0
+    assert not torch.equal(get_head(model).weight.detach(), head_before)
+    for name, value in model.state_dict().items():
+        if name in body_before and "running" not in name and "num_batches" not in name:
+            assert torch.equal(value, body_before[name]), f"{name} moved in a linear probe"
+
+
+def test_fine_tune_with_augmentation_transforms_every_batch() -> None:
+    from d2lcore.finetune import FineTuneConfig, book_cnn, fine_tune
+
+    seen: list[int] = []
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return x.flip(-1)
+
+    model = replace_head(book_cnn(4), 3)
+    fine_tune(model, FineTuneConfig(num_epochs=1, batch_size=8), _tiny_split(16, 3, 0),
+              _tiny_split(8, 3, 1), augment=augment, device="cpu")  # fmt: skip
+    assert seen == [1] * 16  # each of the 16 training images, one at a time
+
+
+def test_pretrain_source_is_cached_and_keyed(tmp_path: Path) -> None:
+    from d2lcore.finetune import SourceConfig, pretrain_source
+
+    train, val = _tiny_split(16, 2, 0), _tiny_split(8, 2, 1)
+    config = SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8)
+    first, meta = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert meta["cached"] is False and Path(meta["path"]).is_file()
+    again, meta2 = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert meta2["cached"] is True and meta2["path"] == meta["path"]
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # other data or another configuration is another checkpoint
+    _, meta3 = pretrain_source(config, _tiny_split(16, 2, 5), val, cache_dir=tmp_path,
+                               device="cpu")  # fmt: skip
+    _, meta4 = pretrain_source(SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8, lr=1e-3),
+                               train, val, cache_dir=tmp_path, device="cpu")  # fmt: skip
+    assert len({meta["path"], meta3["path"], meta4["path"]}) == 3
+    # a damaged checkpoint is trained again, not trusted
+    Path(meta["path"]).write_bytes(b"not a checkpoint")
+    _, meta5 = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert meta5["cached"] is False
+    assert pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")[1]["cached"]
+
+
+def test_step_loader_counts_steps_across_passes() -> None:
+    from d2lcore.data import TensorLoader
+    from d2lcore.finetune import StepLoader
+
+    X = torch.arange(10.0).reshape(-1, 1)
+    loader = TensorLoader(X, X.flatten().long(), batch_size=4, seed=0, device="cpu")
+    steps = StepLoader(loader, 4)
+    first, second = [b[1].tolist() for b in steps], [b[1].tolist() for b in steps]
+    assert len(steps) == 4 and len(first) == len(second) == 4
+    # passes of 4, 4, 2 examples: every example once per round, rounds continue across epochs
+    seen = [v for batch in first + second for v in batch]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert [len(b) for b in first + second] == [4, 4, 2, 4, 4, 2, 4, 4]
+    with pytest.raises(ValueError, match="at least 1"):
+        StepLoader(loader, 0)
+
+
+def test_fine_tune_steps_per_epoch_sets_the_budget() -> None:
+    from d2lcore.finetune import FineTuneConfig, book_cnn, fine_tune
+
+    model = replace_head(book_cnn(4), 3)
+    result = fine_tune(model, FineTuneConfig(num_epochs=3, batch_size=4, steps_per_epoch=5),
+                       _tiny_split(8, 3, 0), _tiny_split(8, 3, 1), device="cpu")  # fmt: skip
+    assert len(result.history.val_acc) == 3 and result.config["steps_per_epoch"] == 5

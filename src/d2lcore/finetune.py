@@ -27,7 +27,7 @@ from d2lcore.data import TensorLoader
 from d2lcore.device import get_device, make_generator
 from d2lcore.metrics import evaluate
 from d2lcore.sweep import RunResult, code_fingerprint, default_cache_dir
-from d2lcore.train import History, fit
+from d2lcore.train import EpochHook, History, fit
 
 Split = tuple[torch.Tensor, torch.Tensor]
 HEAD_INITS = ("default", "zero")
@@ -215,9 +215,15 @@ def class_subset(X: torch.Tensor, y: torch.Tensor, classes: Sequence[int]) -> Sp
 def few_labels(X: torch.Tensor, y: torch.Tensor, n: int, *, seed: int = 0) -> Split:
     """``n`` examples drawn at random, the same number from every class (``n`` must be a
     multiple of the number of classes)."""
-    classes = torch.unique(y)
-    if n % len(classes):
-        raise ValueError(f"n={n} is not a multiple of the {len(classes)} classes")
+    classes, counts = torch.unique(y, return_counts=True)
+    k = len(classes)
+    if n <= 0 or n % k:
+        raise ValueError(f"{n} labelled examples cannot be split evenly over {k} classes; "
+                         f"choose a positive multiple of {k}, e.g. {max(k, n // k * k)}")
+    if n // k > int(counts.min()):
+        raise ValueError(f"{n} labelled examples need {n // k} per class, but the smallest "
+                         f"class has only {int(counts.min())}; choose at most "
+                         f"{int(counts.min()) * k}")
     gen = make_generator(seed)
     picks = []
     for c in classes:
@@ -337,16 +343,48 @@ class AugmentedLoader:
             yield torch.stack([self.transform(x) for x in X]), y
 
 
+class StepLoader:
+    """``steps`` minibatches of ``loader`` per pass, continuing where the last pass
+    stopped and starting a new shuffled round of ``loader`` whenever one runs out.
+
+    With a few hundred labels an epoch is a handful of steps; counting "epochs" of a
+    fixed number of steps instead gives runs with different numbers of labels the same
+    budget and the same points of evaluation."""
+
+    def __init__(self, loader: Iterable[Split], steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps per epoch must be at least 1, not {steps}")
+        self.loader = loader
+        self.steps = steps
+        self._it: Iterator[Split] | None = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Split]:
+        for _ in range(self.steps):
+            batch = next(self._it, None) if self._it is not None else None
+            if batch is None:
+                self._it = iter(self.loader)
+                batch = next(self._it, None)
+                if batch is None:
+                    raise ValueError("the training loader yields no minibatches")
+            yield batch
+
+
 @dataclass(frozen=True)
 class FineTuneConfig:
     """One way of training on the target: ``body_lr_mult`` scales the learning rate of
-    the pretrained layers (0: frozen, a linear probe; 1: the same as the head)."""
+    the pretrained layers (0: frozen, a linear probe; 1: the same as the head).
+    ``steps_per_epoch`` makes an epoch that many minibatches (see :class:`StepLoader`)
+    instead of one pass over the training data."""
 
     lr: float = 1e-3
     body_lr_mult: float = 0.1
     num_epochs: int = 10
     batch_size: int = 25
     seed: int = 0
+    steps_per_epoch: int | None = None
 
 
 def fine_tune(
@@ -358,21 +396,25 @@ def fine_tune(
     *,
     augment: Transform | None = None,
     device: torch.device | str | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> RunResult:
     """Train ``model`` (its head already replaced) on the target with Adam over
     :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body. ``test_acc`` is the
-    accuracy on ``test`` at the end."""
+    accuracy on ``test`` at the end; ``on_epoch_end`` is passed to
+    :func:`~d2lcore.train.fit` (live controls show progress with it)."""
     device = get_device(str(device) if device is not None else None)
     if config.body_lr_mult == 0:
         freeze_body(model)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.body_lr_mult))
-    loader = _batches(train, config.batch_size, device, seed=config.seed)
+    loader: Iterable[Split] = _batches(train, config.batch_size, device, seed=config.seed)
+    if config.steps_per_epoch is not None:
+        loader = StepLoader(loader, config.steps_per_epoch)
     batches = loader if augment is None else AugmentedLoader(loader, augment)
     val_loader = _batches(val, 1024, device)
     loss_fn = nn.CrossEntropyLoss()
     history: History = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
                            num_epochs=config.num_epochs, val_batches=val_loader,
-                           device=device)  # fmt: skip
+                           device=device, on_epoch_end=on_epoch_end)  # fmt: skip
     test_acc = None
     if test is not None and not history.diverged:
         test_loader = _batches(test, 1024, device)
