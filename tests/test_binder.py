@@ -1,0 +1,447 @@
+"""Binder: binder/ alone builds an environment in which every chapter runs and its live
+controls train, and the built pages send a reader there (a Binder link and Thebe).
+
+Three groups of tests:
+
+- the files in binder/ (fast): binder/requirements.txt is the root lock less the CUDA-only
+  packages, and repo2docker finds what it needs;
+- the launch links of the built book (marker ``book``, and ``browser`` for Thebe's button);
+- the rehearsal (marker ``binder``): builds Binder's environment the way repo2docker does,
+  in a fresh virtual environment (JupyterLab, which repo2docker's own environment has,
+  then ``pip install -r binder/requirements.txt``, then binder/postBuild), checks that
+  JupyterLab opens the pages as notebooks, and runs every page in that environment's
+  kernel with an empty grid cache, as a reader's first visit does, pressing the Train
+  button of each live-controls panel. ``D2L_REHEARSAL_PAGES=data_operations,
+  linear_regression`` limits it to some pages.
+
+Where PyTorch's CPU index cannot be reached (CI reaches PyPI only), the rehearsal gets
+PyPI's CUDA build of torch 2.14.1 and the CUDA packages it needs instead of Binder's
+2.14.1+cpu: the same version and Python API, a larger download.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from .browser_helpers import open_offline
+from .conftest import ROOT, toc_pages
+
+BINDER = ROOT / "binder"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
+
+
+def _make_requirements() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_requirements",
+                                                  BINDER / "make_requirements.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pins(text: str) -> dict[str, str]:
+    """``{name: version}`` of the ``name==version`` lines of a requirements file."""
+    return dict(line.strip().split("==") for line in text.splitlines()
+                if "==" in line and not line.lstrip().startswith("#"))  # fmt: skip
+
+
+def binder_urlpath(page: str) -> str:
+    """Where a page's Binder link should open it: JupyterLab, on the page's .md source."""
+    book = CONFIG["repository"].get("path_to_book", "").strip("/")
+    return f"lab/tree/{book + '/' if book else ''}{page}.md"
+
+
+# ----------------------------------------------------------------------------------
+# The files in binder/
+
+
+def test_binder_requirements_are_the_lock_without_cuda_packages():
+    make = _make_requirements()
+    expected, dropped = make.render((ROOT / "requirements.txt").read_text())
+    current = (BINDER / "requirements.txt").read_text()
+    assert current == expected, (
+        "binder/requirements.txt is out of date with requirements.txt; regenerate it with "
+        "`python binder/make_requirements.py` and commit both"
+    )
+    assert f"--extra-index-url {make.CPU_INDEX}" in current.splitlines()
+    pins, lock = _pins(current), _pins((ROOT / "requirements.txt").read_text())
+    # Exact pins, torch's included: the CPU index's torch 2.14.1+cpu satisfies ==2.14.1.
+    assert pins == {name: v for name, v in lock.items() if make.canonical(name) not in dropped}
+    assert pins["torch"] == lock["torch"] and pins["torchvision"] == lock["torchvision"]
+
+
+def test_left_out_packages_are_needed_only_by_the_cuda_build_of_torch():
+    """Every installed package that requires a left-out one is torch or left out itself,
+    so the CPU build of torch, which requires none of them, leaves nothing missing."""
+    make = _make_requirements()
+    _, dropped = make.render((ROOT / "requirements.txt").read_text())
+    assert dropped, "the lock pins no CUDA packages: is requirements.txt the CUDA lock?"
+    requirement_name = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+    needed_by: dict[str, set[str]] = {}
+    for dist in metadata.distributions():
+        for requirement in dist.requires or []:
+            if "extra ==" in requirement:
+                continue  # optional extras are not installed by a plain pin
+            match = requirement_name.match(requirement)
+            assert match is not None, requirement
+            needed_by.setdefault(make.canonical(match.group(1)), set()).add(
+                make.canonical(dist.metadata["Name"]))
+    for name in dropped:
+        others = needed_by.get(name, set()) - set(dropped) - {"torch"}
+        assert not others, f"{name} is left out of Binder but {sorted(others)} need it"
+
+
+def test_binder_folder_holds_what_repo2docker_reads():
+    # With a binder/ folder, repo2docker reads configuration files only there.
+    for name in ("apt.txt", "runtime.txt", "postBuild", "environment.yml", "setup.py"):
+        assert not (ROOT / name).exists(), (
+            f"{name} at the repository root is ignored by Binder (binder/ exists): move it "
+            "into binder/")
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    assert runtime == f"python-{sys.version_info.major}.{sys.version_info.minor}", (
+        f"binder/runtime.txt says {runtime!r}; the lock is resolved for this Python")
+    packages = [line.partition("#")[0].strip()
+                for line in (BINDER / "apt.txt").read_text().splitlines()]  # fmt: skip
+    assert "dataset-fashion-mnist" in packages
+    post_build = BINDER / "postBuild"
+    assert post_build.read_text().startswith("#!"), "postBuild needs a shebang line"
+    assert os.access(post_build, os.X_OK), "binder/postBuild must be executable (chmod +x)"
+
+
+def test_d2lcore_looks_where_the_debian_package_puts_fashion_mnist():
+    from d2lcore.data import DEBIAN_DIR, FASHION_MNIST_FILES
+
+    if shutil.which("dpkg") is None:
+        pytest.skip("no dpkg: not a Debian/Ubuntu machine")
+    listing = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True,
+                             text=True)  # fmt: skip
+    if listing.returncode != 0:
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed (`make data`)")
+    files = set(listing.stdout.split())
+    for name in FASHION_MNIST_FILES:
+        assert str(DEBIAN_DIR / f"{name}.gz") in files, f"the package has no {name}.gz"
+
+
+# ----------------------------------------------------------------------------------
+# Launch links in the built book
+
+
+def _binder_links(html: str) -> list[str]:
+    return [u.replace("&amp;", "&") for u in re.findall(r'href="(https://[^"]*/v2/[^"]*)"', html)]
+
+
+def _thebe_config(html: str) -> dict[str, str]:
+    """The fields of the page's ``text/x-thebe-config`` block (a JavaScript object)."""
+    block = re.search(r'<script type="text/x-thebe-config">(.*?)</script>', html, re.S)
+    assert block is not None, "no Thebe configuration on the page"
+    return dict(re.findall(r'(\w+): "([^"]*)"', block.group(1)))
+
+
+@pytest.mark.book
+def test_every_chapter_links_to_its_own_source_on_binder(built_book: Path):
+    repo = urlsplit(CONFIG["repository"]["url"]).path.strip("/")
+    branch = CONFIG["repository"]["branch"]
+    binderhub = CONFIG["launch_buttons"]["binderhub_url"].rstrip("/")
+    for page in CHAPTERS:
+        links = _binder_links((built_book / f"{page}.html").read_text())
+        assert len(links) == 1, f"{page} has {len(links)} Binder links: {links}"
+        url = urlsplit(links[0])
+        assert f"{url.scheme}://{url.netloc}" == binderhub
+        assert url.path == f"/v2/gh/{repo}/{branch}", f"{page}: {links[0]}"
+        urlpath = parse_qs(url.query)["urlpath"][0]
+        assert urlpath == binder_urlpath(page), f"{page}: {links[0]}"
+        source = urlpath.removeprefix("lab/tree/")
+        assert (ROOT / source).is_file(), f"{page}'s Binder link opens {source}, not a file"
+
+
+@pytest.mark.book
+def test_thebe_starts_a_binder_kernel_in_the_page_folder(built_book: Path):
+    repo = urlsplit(CONFIG["repository"]["url"]).path.strip("/")
+    for page in CHAPTERS:
+        html = (built_book / f"{page}.html").read_text()
+        assert "initThebeSBT()" in html, f"{page} has no Live Code button"
+        thebe = _thebe_config(html)
+        assert thebe["repo"] == repo and thebe["ref"] == CONFIG["repository"]["branch"]
+        assert thebe["name"] == "python3", f"{page}: kernel {thebe['name']!r}"
+        # The kernel's folder, relative to the repository root, is the page's folder.
+        book = CONFIG["repository"].get("path_to_book", "")
+        assert os.path.normpath(thebe["path"]) == os.path.normpath(
+            os.path.join(book, os.path.dirname(page))), f"{page}: kernel path {thebe['path']}"
+
+
+@pytest.mark.browser
+def test_live_code_fetches_thebe_only_when_pressed(browser, site: str):
+    problems: list[str] = []
+    page = open_offline(browser, f"{site}/{CHAPTERS[0]}.html", problems)
+    page.wait_for_timeout(500)
+    assert not problems, "\n".join(problems)  # nothing from a CDN on page load
+    page.locator(".dropdown-launch-buttons button").first.click()
+    page.locator(".dropdown-launch-buttons .dropdown-item", has_text="Live Code").click()
+    page.wait_for_timeout(1000)
+    page.close()
+    blocked = [p.removeprefix("network request blocked: ") for p in problems
+               if p.startswith("network request blocked: ")]  # fmt: skip
+    assert len(blocked) == 1 and "/thebe@" in blocked[0], problems
+
+
+# ----------------------------------------------------------------------------------
+# The rehearsal
+
+
+def rehearsal_pages() -> list[str]:
+    """The chapters to run: all, or those named in ``$D2L_REHEARSAL_PAGES``."""
+    wanted = [w.strip() for w in os.environ.get("D2L_REHEARSAL_PAGES", "").split(",")
+              if w.strip()]  # fmt: skip
+    if not wanted:
+        return CHAPTERS
+    by_name = {page.split("/")[-1]: page for page in CHAPTERS}
+    unknown = [w for w in wanted if w not in by_name and w not in CHAPTERS]
+    if unknown:
+        raise pytest.UsageError(
+            f"D2L_REHEARSAL_PAGES names {unknown}, which are not chapters; choose from "
+            f"{', '.join(by_name)}")
+    return [by_name.get(w, w) for w in wanted]
+
+
+@dataclass
+class BinderEnv:
+    repo: Path  # a copy of the repository's files, as Binder clones them
+    prefix: Path  # the virtual environment
+    env: dict[str, str]  # what every command here runs with
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def python(self) -> Path:
+        return self.prefix / "bin" / "python"
+
+    def run(self, step: str, cmd: list[str | Path], *,
+            timeout: float = 1200) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """Run ``cmd`` in the copy with the environment's bin/ first on PATH; time it
+        under ``step`` and fail with its output when it fails."""
+        start = time.perf_counter()
+        result = subprocess.run([str(c) for c in cmd], cwd=self.repo, env=self.env,
+                                capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
+        if result.returncode != 0:
+            pytest.fail(f"{step} failed ({' '.join(map(str, cmd))}):\n"
+                        f"{(result.stdout + result.stderr)[-6000:]}", pytrace=False)  # fmt: skip
+        return result
+
+
+def _copy_repository(dest: Path) -> None:
+    """Copy what a clone has: tracked files and new files git does not ignore."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=ROOT, capture_output=True,
+                             check=True)  # fmt: skip
+    for name in sorted(set(listing.stdout.decode().split("\0")) - {""}):
+        source = ROOT / name
+        if source.is_file():  # not deleted in the working tree
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+def _python_for_runtime() -> str:
+    version = (BINDER / "runtime.txt").read_text().strip().removeprefix("python-")
+    python = shutil.which(f"python{version}")
+    if python is None and f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        python = sys.executable
+    if python is None:
+        pytest.fail(f"binder/runtime.txt asks for Python {version}; install python{version}",
+                    pytrace=False)  # fmt: skip
+    return python
+
+
+@pytest.fixture(scope="module")
+def binder_env() -> Iterator[BinderEnv]:
+    """Binder's environment, built from binder/ alone into a fresh virtual environment."""
+    # Not under pytest's tmp_path: the environment takes several GB and pytest keeps the
+    # folders of the last three sessions.
+    tmp = Path(tempfile.mkdtemp(prefix="d2l-binder-"))
+    prefix = tmp / "env"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+           and not k.startswith(("D2L_", "JUPYTER"))}  # fmt: skip
+    env.update(
+        PATH=f"{prefix / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        VIRTUAL_ENV=str(prefix),
+        # The user's Jupyter folders start empty on Binder; keep this machine's out.
+        JUPYTER_CONFIG_DIR=str(tmp / "home" / ".jupyter"),
+        JUPYTER_DATA_DIR=str(tmp / "home" / ".local" / "share" / "jupyter"),
+        # A reader's first visit: no trained grid anywhere.
+        D2L_CACHE_DIR=str(tmp / "cache"),
+    )
+    be = BinderEnv(repo=tmp / "repo", prefix=prefix, env=env)
+    try:
+        _copy_repository(be.repo)
+        be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
+        # repo2docker's environment comes with a current pip, JupyterLab 4 and Notebook 7
+        # (repo2docker/buildpacks/conda/environment.py-3.11.yml); binder/requirements.txt
+        # is installed on top of them.
+        pip: list[str | Path] = [be.python, "-m", "pip", "install", "--retries", "1",
+                                 "--timeout", "15"]  # fmt: skip
+        be.run("pip install pip jupyterlab notebook",
+               [*pip, "--upgrade", "pip", "jupyterlab==4.*", "notebook==7.*"])  # fmt: skip
+        # What repo2docker runs, less --no-cache-dir (local files here).
+        be.run("pip install -r binder/requirements.txt",
+               [*pip, "-r", "binder/requirements.txt"])  # fmt: skip
+        be.run("binder/postBuild", ["./binder/postBuild"])
+        yield be
+    finally:
+        times = {step: round(s, 1) for step, s in be.seconds.items()}
+        print(f"\nBinder rehearsal, seconds: {json.dumps(times)}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.binder
+def test_binder_environment_is_consistent(binder_env: BinderEnv):
+    binder_env.run("pip check", [binder_env.python, "-m", "pip", "check"])
+    script = (
+        "import json, torch, d2lcore\n"
+        "from jupyter_client.kernelspec import KernelSpecManager\n"
+        "spec = KernelSpecManager().get_kernel_spec('python3')\n"
+        "print(json.dumps({'torch': torch.__version__, 'd2lcore': d2lcore.__file__,\n"
+        "                  'argv': spec.argv, 'spec_dir': spec.resource_dir}))"
+    )
+    out = binder_env.run("versions", [binder_env.python, "-c", script]).stdout
+    found = json.loads(out)
+    assert found["torch"].split("+")[0] == _pins((BINDER / "requirements.txt").read_text())["torch"]
+    # d2lcore is the copy's source (editable), the kernel is this environment's Python.
+    assert Path(found["d2lcore"]).is_relative_to(binder_env.repo / "src")
+    assert Path(found["spec_dir"]).is_relative_to(binder_env.prefix), found
+    assert found["argv"][0] in {"python", str(binder_env.python)}, found
+
+
+@pytest.mark.binder
+def test_fashion_mnist_comes_from_the_debian_package(binder_env: BinderEnv):
+    from d2lcore.data import DEBIAN_DIR
+
+    out = binder_env.run("d2lcore.data --check",
+                         [binder_env.python, "-m", "d2lcore.data", "--check"]).stdout  # fmt: skip
+    assert str(DEBIAN_DIR) in out, f"Fashion-MNIST was found elsewhere: {out}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(binder_env: BinderEnv) -> Iterator[str]:
+    """JupyterLab served from Binder's environment at the copy's root; yields its URL
+    (with ``?token=`` appended by the caller)."""
+    port, token = _free_port(), "rehearsal"
+    cmd = [binder_env.prefix / "bin" / "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
+           f"--port={port}", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={binder_env.repo}"]  # fmt: skip
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = binder_env.prefix.parent / "jupyterlab.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([str(c) for c in cmd], cwd=binder_env.repo, env=binder_env.env,
+                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{log.read_text()[-4000:]}",
+                                pytrace=False)  # fmt: skip
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.binder
+def test_jupyterlab_opens_every_chapter_as_a_notebook(binder_env: BinderEnv, jupyterlab: str):
+    token = "token=rehearsal"
+    plugin = _get_json(f"{jupyterlab}/lab/api/settings/@jupyterlab/docmanager-extension:plugin"
+                       f"?{token}")  # fmt: skip
+    viewers = plugin["schema"]["properties"]["defaultViewers"]["default"]
+    assert viewers.get("markdown") == "Jupytext Notebook", viewers
+    for page in CHAPTERS:
+        # jupytext's contents manager serves the page as a notebook with its code cells.
+        model = _get_json(f"{jupyterlab}/api/contents/{page}.md?type=notebook&{token}")
+        n_code = sum(c["cell_type"] == "code" for c in model["content"]["cells"])
+        assert n_code >= 5, f"{page}: {n_code} code cells"
+
+
+@pytest.mark.binder
+@pytest.mark.browser
+def test_binder_link_opens_the_page_as_a_notebook_in_jupyterlab(browser, jupyterlab: str):
+    """What a reader gets from a Binder link: the page as a notebook, not as text."""
+    page_name = CHAPTERS[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.goto(f"{jupyterlab}/{binder_urlpath(page_name)}?token=rehearsal")
+    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell", timeout=90_000)
+    assert page.locator(".jp-FileEditor").count() == 0, "the page opened in the text editor"
+    page.close()
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.binder
+@pytest.mark.parametrize("page", rehearsal_pages())
+def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str):
+    result = subprocess.run(
+        [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"), f"{page}.md"],
+        cwd=binder_env.repo, env=binder_env.env, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"{page} did not run:\n{(result.stdout + result.stderr)[-6000:]}"
+    report = json.loads(lines[-1])
+    binder_env.seconds[f"run {page}"] = report.get("seconds", 0.0)
+    assert "error" not in report, f"{page}: {report['error'][-6000:]}"
+    assert result.returncode == 0, result.stderr[-6000:]
+    where = report["where"]
+    assert Path(where["prefix"]) == binder_env.prefix, where
+    assert Path(where["d2lcore"]).is_relative_to(binder_env.repo / "src"), where
+    if "live_controls(" not in (ROOT / f"{page}.md").read_text():
+        return
+    panels = report["live_controls"]
+    assert panels, f"{page} calls live_controls but no LiveControls was displayed"
+    for panel in panels:
+        assert panel["trained"] and panel["bar_style"] == "success", panel
+        assert panel["status"] != panel["status_before"], panel
+        assert panel["button_enabled"], panel
+        assert {"application/vnd.plotly.v1+json", "text/html"} <= set(
+            panel["figure_mime_types"]), panel
+        binder_env.seconds[f"train {page}"] = panel["seconds"]
