@@ -5,7 +5,6 @@ the output-size formula, LeNet (the same network as ``d2l.LeNet``), the residual
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,15 +15,7 @@ from d2lcore.conv import LeNet, Residual, SmallResNet, conv_output_size, corr2d
 from d2lcore.models import Dropout
 
 d2l = pytest.importorskip("d2l.torch")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: threads only add overhead (and spin on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_corr2d_matches_d2l_and_conv2d() -> None:

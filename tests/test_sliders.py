@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import itertools
@@ -11,6 +12,7 @@ import math
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import plotly
@@ -256,20 +258,14 @@ def test_a_grid_without_validation_has_one_panel_and_one_trace_per_configuration
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-@pytest.fixture(scope="module")
-def served_page(tmp_path_factory):
-    """A page with two slider figures and plotly.js beside it, served on 127.0.0.1."""
-    pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no /usr/bin/chromium")
-    root = tmp_path_factory.mktemp("sliders")
+@contextlib.contextmanager
+def serve_page(root: Path, body: str) -> Iterator[str]:
+    """Write ``index.html`` (plotly.js, then ``body``) and plotly.js into ``root`` and
+    serve the folder on 127.0.0.1 while the ``with`` block runs; yields the page's URL."""
     shutil.copy(PLOTLY_JS, root / "plotly.min.js")
-    first = slider_figure(make_grid(), title="MLP", default=DEFAULT)
-    second = slider_figure(make_grid({"lr": [0.01, 0.1, 1.0]}, with_val=False),
-                           title="Linear regression", default={"lr": 0.1})  # fmt: skip
     (root / "index.html").write_text(
         '<!doctype html><html><head><meta charset="utf-8"><script src="plotly.min.js">'
-        f"</script></head><body>{first.to_html()}<p>text</p>{second.to_html()}</body></html>"
+        f"</script></head><body>{body}</body></html>"
     )
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -280,8 +276,25 @@ def served_page(tmp_path_factory):
         ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/index.html", first.fig_id, second.fig_id
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served_page(tmp_path_factory):
+    """A page with two slider figures and plotly.js beside it, served on 127.0.0.1."""
+    pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("no /usr/bin/chromium")
+    first = slider_figure(make_grid(), title="MLP", default=DEFAULT)
+    second = slider_figure(make_grid({"lr": [0.01, 0.1, 1.0]}, with_val=False),
+                           title="Linear regression", default={"lr": 0.1})  # fmt: skip
+    body = f"{first.to_html()}<p>text</p>{second.to_html()}"
+    with serve_page(tmp_path_factory.mktemp("sliders"), body) as url:
+        yield url, first.fig_id, second.fig_id
 
 
 def _expect(page, fig_id, grid, config):
@@ -429,25 +442,11 @@ def test_trace_figure_leaves_the_callers_traces_alone_and_checks_its_inputs():
 @pytest.mark.browser
 def test_trace_figure_sliders_switch_traces_in_the_browser(tmp_path, browser):
     sf = make_trace_figure(default={"depth": 2, "init": "zeros"})
-    shutil.copy(PLOTLY_JS, tmp_path / "plotly.min.js")
-    (tmp_path / "index.html").write_text(
-        '<!doctype html><html><head><meta charset="utf-8"><script src="plotly.min.js">'
-        f"</script></head><body>{sf.to_html()}</body></html>"
-    )
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serve_page(tmp_path, sf.to_html()) as url:
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+        page.goto(url)
         wait_for_plots(page)
         configs = grid_configs(TRACE_AXES)
         for depth_step, init_step in [(0, 2), (1, 2), (1, 0)]:
@@ -460,5 +459,3 @@ def test_trace_figure_sliders_switch_traces_in_the_browser(tmp_path, browser):
             assert page_readout(page, sf.fig_id).endswith(f"case {k}")
         assert state["hash"] == f"#{sf.fig_id}:depth=5,init=zeros"
         assert errors == []
-    finally:
-        server.shutdown()

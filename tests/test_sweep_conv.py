@@ -3,7 +3,6 @@ their configurations one at a time with train_one (they cannot be stacked)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -16,13 +15,7 @@ from d2lcore.device import make_generator
 from d2lcore.models import Dropout
 from d2lcore.sweep import ModelSpec, TrainConfig, TrainData, train_grid, train_one
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_images(n: int = 96, size: int = 28) -> TrainData:

@@ -156,7 +156,29 @@ def masked_softmax(scores: torch.Tensor, valid_lens: torch.Tensor | None = None)
     return torch.softmax(filled, dim=-1) * mask
 
 
-class AdditiveAttention(nn.Module):
+class _ScoredAttention(nn.Module):
+    """Attention whose weights are the masked softmax of a score per (query, key):
+    subclasses define ``scores``. The last weights, ``(B, Q, K)``, are kept in
+    ``attention_weights``."""
+
+    def __init__(self, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.attention_weights: torch.Tensor | None = None
+
+    def scores(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """The score of every query ``(B, Q, q)`` against every key ``(B, K, k)``: ``(B, Q, K)``."""
+        raise NotImplementedError
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+        valid_lens: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        self.attention_weights = masked_softmax(self.scores(queries, keys), valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, v)
+
+
+class AdditiveAttention(_ScoredAttention):
     """Additive attention: ``score(q, k) = w_v . tanh(W_q q + W_k k)``.
 
     Parameter names match ``d2l.AdditiveAttention`` so its weights load here.
@@ -165,25 +187,18 @@ class AdditiveAttention(nn.Module):
     def __init__(
         self, query_size: int, key_size: int, num_hiddens: int, dropout: float = 0.0
     ) -> None:
-        super().__init__()
+        super().__init__(dropout)
         self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
         self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
         self.w_v = nn.Linear(num_hiddens, 1, bias=False)
-        self.dropout = nn.Dropout(dropout)
-        self.attention_weights: torch.Tensor | None = None
 
-    def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-        valid_lens: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    def scores(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # Every query against every key by broadcasting: (B, Q, 1, h) + (B, 1, K, h).
         features = torch.tanh(self.W_q(queries).unsqueeze(2) + self.W_k(keys).unsqueeze(1))
-        scores = self.w_v(features).squeeze(-1)  # (B, Q, K)
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, v)
+        return self.w_v(features).squeeze(-1)  # (B, Q, K)
 
 
-class DotProductAttention(nn.Module):
+class DotProductAttention(_ScoredAttention):
     """Scaled dot-product attention: ``softmax(Q K^T / sqrt(d)) V``.
 
     Dividing by ``sqrt(d)`` keeps the scores' variance near one whatever the width
@@ -191,18 +206,11 @@ class DotProductAttention(nn.Module):
     """
 
     def __init__(self, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.attention_weights: torch.Tensor | None = None
+        super().__init__(dropout)
 
-    def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-        valid_lens: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    def scores(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         d = queries.shape[-1]
-        scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)  # (B, Q, K)
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, v)
+        return torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)  # (B, Q, K)
 
 
 def softmax_entropy(weights: torch.Tensor) -> torch.Tensor:

@@ -187,21 +187,9 @@ def slider_figure(
         log_y: draw the loss on a log scale (regression losses span many decades).
     """
     axes = {name: list(values) for name, values in results.axes.items()}
-    names = list(axes)
     texts = {name: _value_texts(name, values) for name, values in axes.items()}
-    chosen = dict(default or {})
-    unknown = set(chosen) - set(axes)
-    if unknown:
-        raise KeyError(f"default names axes {sorted(unknown)} that the grid does not have")
-    active = []
-    for name, values in axes.items():
-        value = chosen.get(name, values[0])
-        if value not in values:
-            raise KeyError(f"default {name}={value!r} is not in the grid; values: {values}")
-        active.append(values.index(value))
-    shown = 0
-    for i, name in enumerate(names):
-        shown = shown * len(axes[name]) + active[i]
+    active = _active_steps(axes, default)
+    shown = _config_index(axes, active)
 
     runs = results.runs
     has_val = any(r.history.val_loss for r in runs)
@@ -259,23 +247,41 @@ def slider_figure(
     if has_acc:
         fig.update_yaxes(title_text="accuracy", row=1, col=2)
 
-    sliders = []
-    for i, name in enumerate(names):
-        below = _BELOW_PLOT + i * _SLIDER_H
-        sliders.append({
-            "active": active[i],
-            "currentvalue": {"prefix": f"{axis_label(name, axis_labels)}: ",
-                             "font": {"size": 13}},
-            "steps": [{"label": t, "value": t, "method": "skip"} for t in texts[name]],
-            "x": 0.02, "len": 0.96, "xanchor": "left",  # room for the end labels
-            "y": -below / _PLOT_H, "yanchor": "top",
-            "pad": {"t": 0, "b": 0},
-            "name": name,
-        })  # fmt: skip
+    return _finish_figure(
+        fig, title=title, axes=axes, texts=texts, active=active, axis_labels=axis_labels,
+        fig_id=fig_id, per_config=per_config, readouts=readouts, diverged=diverged,
+        readout_annotation=first,
+        diverged_annotations=list(range(first + 1, first + 1 + cols)),
+    )  # fmt: skip
+
+
+def _finish_figure(
+    fig: go.Figure,
+    *,
+    title: str,
+    axes: Mapping[str, list[AxisValue]],
+    texts: Mapping[str, list[str]],
+    active: list[int],
+    axis_labels: Mapping[str, str] | None,
+    fig_id: str | None,
+    per_config: int,
+    readouts: list[str],
+    diverged: list[str],
+    readout_annotation: int,
+    diverged_annotations: list[int],
+) -> SliderFigure:
+    """Lay out a figure whose traces and annotations are in place (title, sliders stacked
+    below the plot, legend, margins), check or derive its id and build the page
+    script's spec: the part :func:`slider_figure` and :func:`trace_slider_figure` share.
+
+    ``readouts`` and ``diverged`` hold a text per configuration; the annotation indices
+    say which of ``fig``'s annotations the page script rewrites.
+    """
+    names = list(axes)
     bottom = _BELOW_PLOT + len(names) * _SLIDER_H
     fig.update_layout(
         title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
-        sliders=sliders,
+        sliders=_sliders(axes, texts, active, axis_labels),
         height=_TOP + _PLOT_H + bottom,
         margin={"t": _TOP, "b": bottom, "l": 60, "r": 20},
         # A row of its own between the title and the readout.
@@ -284,7 +290,6 @@ def slider_figure(
         showlegend=True,  # also when a configuration has a single trace
         template="plotly_white",
     )  # fmt: skip
-
     fig_id = fig_id or default_fig_id(title, axes)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", fig_id):
         raise ValueError(f"fig_id {fig_id!r}: use letters, digits, '-' and '_' only")
@@ -295,8 +300,8 @@ def slider_figure(
         "perConfig": per_config,
         "readouts": readouts,
         "diverged": diverged,
-        "readoutAnnotation": first,
-        "divergedAnnotations": list(range(first + 1, first + 1 + cols)),
+        "readoutAnnotation": readout_annotation,
+        "divergedAnnotations": diverged_annotations,
     }
     return SliderFigure(figure=fig, fig_id=fig_id, spec=spec)
 
@@ -434,9 +439,7 @@ def trace_slider_figure(
         raise ValueError(f"{len(readouts)} readouts for {len(configs)} configurations")
     texts = {name: _value_texts(name, values) for name, values in grid_axes.items()}
     active = _active_steps(grid_axes, default)
-    shown = 0
-    for name, a in zip(grid_axes, active, strict=True):
-        shown = shown * len(grid_axes[name]) + a
+    shown = _config_index(grid_axes, active)
 
     fig = go.Figure()
     for k, trace_set in enumerate(traces):
@@ -458,32 +461,11 @@ def trace_slider_figure(
     fig.update_xaxes(title_text=xaxis_title)
     fig.update_yaxes(title_text=yaxis_title, type="log" if log_y else "linear",
                      exponentformat="power")  # fmt: skip
-    names = list(grid_axes)
-    bottom = _BELOW_PLOT + len(names) * _SLIDER_H
-    fig.update_layout(
-        title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
-        sliders=_sliders(grid_axes, texts, active, axis_labels),
-        height=_TOP + _PLOT_H + bottom,
-        margin={"t": _TOP, "b": bottom, "l": 60, "r": 20},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / _PLOT_H,
-                "yanchor": "bottom"},
-        showlegend=True,
-        template="plotly_white",
+    return _finish_figure(
+        fig, title=title, axes=grid_axes, texts=texts, active=active,
+        axis_labels=axis_labels, fig_id=fig_id, per_config=per_config, readouts=lines,
+        diverged=[""] * len(configs), readout_annotation=0, diverged_annotations=[],
     )  # fmt: skip
-    fig_id = fig_id or default_fig_id(title, grid_axes)
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", fig_id):
-        raise ValueError(f"fig_id {fig_id!r}: use letters, digits, '-' and '_' only")
-    spec = {
-        "id": fig_id,
-        "names": names,
-        "values": [texts[n] for n in names],
-        "perConfig": per_config,
-        "readouts": lines,
-        "diverged": [""] * len(configs),
-        "readoutAnnotation": 0,
-        "divergedAnnotations": [],
-    }
-    return SliderFigure(figure=fig, fig_id=fig_id, spec=spec)
 
 
 def _active_steps(
@@ -503,6 +485,15 @@ def _active_steps(
     return active
 
 
+def _config_index(axes: Mapping[str, list[AxisValue]], active: list[int]) -> int:
+    """The configuration's position in grid order (the last axis varies fastest) for
+    the slider steps ``active``."""
+    k = 0
+    for values, step in zip(axes.values(), active, strict=True):
+        k = k * len(values) + step
+    return k
+
+
 def _sliders(
     axes: Mapping[str, list[AxisValue]],
     texts: Mapping[str, list[str]],
@@ -518,7 +509,7 @@ def _sliders(
             "currentvalue": {"prefix": f"{axis_label(name, axis_labels)}: ",
                              "font": {"size": 13}},
             "steps": [{"label": t, "value": t, "method": "skip"} for t in texts[name]],
-            "x": 0.02, "len": 0.96, "xanchor": "left",
+            "x": 0.02, "len": 0.96, "xanchor": "left",  # room for the end labels
             "y": -(_BELOW_PLOT + i * _SLIDER_H) / _PLOT_H, "yanchor": "top",
             "pad": {"t": 0, "b": 0},
             "name": name,

@@ -59,9 +59,23 @@ def _describe(config: Mapping[str, AxisValue], labels: Mapping[str, str] | None)
 
 
 class LiveControls:
-    """One control per axis, a "Train" button, a progress bar, a status line and the
-    latest run's figure. ``widget`` is the whole panel; ``train()`` is what the button
-    does (tests call it directly)."""
+    """Controls that re-train one configuration on demand and draw its history: one
+    control per axis, a "Train" button, a progress bar, a status line and the latest
+    run's figure. ``widget`` is the whole panel; ``train()`` is what the button does
+    (tests call it directly).
+
+    Args:
+        train_fn: ``train_fn(config, on_epoch_end)`` trains ``config`` (axis name ->
+            value), calls ``on_epoch_end(epoch, history)`` after each epoch (pass it to
+            :func:`~d2lcore.train.fit`) and returns a :class:`~d2lcore.sweep.RunResult`.
+        axes: each axis' values (the grid's); a slider, buttons or a drop-down offers them.
+        default: the values shown first (axes left out take their first value).
+        labels: what each control changes (names the book uses have labels already).
+        bounds: ``{name: (low, high)}``, inclusive, for numeric axes the reader may type
+            any value into; a value outside (or not a number) trains nothing.
+        num_epochs: the length of a run, for the progress bar; without it a
+            ``num_epochs`` axis gives it, else the bar grows as the run goes.
+    """
 
     #: Clicks that arrive this soon after a run ends were queued while it ran (the
     #: kernel handles messages one at a time); they are dropped, not run.
@@ -210,28 +224,6 @@ class LiveControls:
         self.output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
 
-def live_controls(
-    train_fn: TrainFn,
-    axes: Mapping[str, Sequence[AxisValue]],
-    *,
-    default: Mapping[str, AxisValue],
-    labels: Mapping[str, str] | None = None,
-    bounds: Mapping[str, Bounds] | None = None,
-    num_epochs: int | None = None,
-) -> LiveControls:
-    """Controls that re-train one configuration on demand and draw its history.
-
-    Args:
-        train_fn: ``train_fn(config, on_epoch_end)`` trains ``config`` (axis name ->
-            value), calls ``on_epoch_end(epoch, history)`` after each epoch (pass it to
-            :func:`~d2lcore.train.fit`) and returns a :class:`~d2lcore.sweep.RunResult`.
-        axes: each axis' values (the grid's); a slider, buttons or a drop-down offers them.
-        default: the values shown first (axes left out take their first value).
-        labels: what each control changes (names the book uses have labels already).
-        bounds: ``{name: (low, high)}``, inclusive, for numeric axes the reader may type
-            any value into; a value outside (or not a number) trains nothing.
-        num_epochs: the length of a run, for the progress bar; without it a
-            ``num_epochs`` axis gives it, else the bar grows as the run goes.
-    """
-    return LiveControls(train_fn, axes, default=default, labels=labels, bounds=bounds,
-                        num_epochs=num_epochs)  # fmt: skip
+#: ``live_controls(train_fn, axes, default=...)`` builds the panel: another name for
+#: :class:`LiveControls`, which reads well as the last line of a notebook cell.
+live_controls = LiveControls
