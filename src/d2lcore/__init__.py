@@ -3,6 +3,7 @@
 One concept per module:
 
 - ``device``   -- choosing the device and making runs repeatable
+- ``profile``  -- the build profile (``D2L_PROFILE``): how much the pages train
 - ``data``     -- synthetic data, Fashion-MNIST, the in-memory minibatch loader
 - ``models``   -- linear regression, softmax regression, the MLP
 - ``init``     -- named weight-initialization schemes
@@ -13,6 +14,11 @@ One concept per module:
 - ``batched``  -- the stacked-weights training behind ``sweep``
 - ``sliders``  -- a grid's results as one plotly figure with a slider per axis
 - ``widgets``  -- ipywidgets controls that re-train a configuration in a live kernel
+- ``diagnostics`` -- activation and gradient statistics layer by layer
+- ``polynomial`` -- polynomial regression data for under- and overfitting
+- ``conv``     -- cross-correlation, LeNet, batch norm, a small ResNet
+- ``attention`` -- masked softmax, attention scorers, multi-head attention, a Transformer
+- ``finetune`` -- pretrained source networks, new heads, per-group learning rates
 """
 
 from d2lcore.device import get_device, set_seed
