@@ -1,8 +1,9 @@
 # The two commands of the quick start:
 #   make book   set everything up, then build the whole book into _build/html
 #   make test   set everything up, then run every test (unit, book build, browser)
-# Both are idempotent: the environment is rebuilt only when requirements.txt or
-# pyproject.toml change, the data and vendor files are fetched only once.
+# Both are idempotent: the environment is rebuilt only when requirements.txt,
+# requirements-reference.txt or pyproject.toml change, the data and vendor files are
+# fetched only once.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,11 +14,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The install stamp is named after a hash of what was installed, so a changed pin
 # gives a new name and triggers a reinstall.
-REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+REQ_HASH := $(shell cat requirements.txt requirements-reference.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
-D2L_REFERENCE := d2l==1.0.3
 # Trained grids are cached here (keyed by configuration, data and d2lcore's code), so a
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
@@ -45,14 +45,14 @@ setup: env data vendor
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-reference.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	@# The d2l package is a reference for tests and benchmarks only: its own pins
-	@# (numpy 1.23, pandas 2.0, ...) do not install beside today's stack.
-	$(PY) -m pip install --quiet --no-deps $(D2L_REFERENCE)
+	@# The d2l package, the reference that tests, benchmarks and two pages compare with:
+	@# its own pins (numpy 1.23, pandas 2.0, ...) do not install beside today's stack.
+	$(PY) -m pip install --quiet --no-deps -r requirements-reference.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (d2lcore)"
 	rm -f $(VENV)/.installed-*
 	touch $@

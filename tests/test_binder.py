@@ -315,9 +315,16 @@ def binder_env() -> Iterator[BinderEnv]:
 
 @pytest.mark.binder
 def test_binder_environment_is_consistent(binder_env: BinderEnv):
-    binder_env.run("pip check", [binder_env.python, "-m", "pip", "check"])
+    # The d2l reference is installed without its dependencies on purpose (its old pins
+    # clash with the lock; requirements-reference.txt): its complaints are expected, any
+    # other package's are not.
+    check = subprocess.run([binder_env.python, "-m", "pip", "check"], cwd=binder_env.repo,
+                           env=binder_env.env, capture_output=True, text=True)  # fmt: skip
+    problems = [line for line in check.stdout.splitlines()
+                if line.strip() and not line.startswith("d2l ")]  # fmt: skip
+    assert not problems, "pip check:\n" + "\n".join(problems)
     script = (
-        "import json, torch, d2lcore\n"
+        "import json, torch, d2lcore, d2l.torch\n"
         "from jupyter_client.kernelspec import KernelSpecManager\n"
         "spec = KernelSpecManager().get_kernel_spec('python3')\n"
         "print(json.dumps({'torch': torch.__version__, 'd2lcore': d2lcore.__file__,\n"
