@@ -33,13 +33,13 @@ def build_fingerprint(root: Path) -> dict[str, str]:
     """What every page's outputs depend on besides its own cells."""
     import torch
 
+    from d2lcore.cache import package_fingerprint
     from d2lcore.device import get_device
     from d2lcore.profile import current
-    from d2lcore.sweep import code_fingerprint
 
     lock = root / "requirements.txt"
     return {
-        "d2lcore": code_fingerprint(),
+        "d2lcore": package_fingerprint(),
         "requirements": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "",
         "profile": current().name,
         "device": get_device().type,

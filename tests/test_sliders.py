@@ -19,9 +19,9 @@ import plotly
 import plotly.graph_objects as go
 import pytest
 
+from d2lcore.grid import GridResults, grid_configs
 from d2lcore.sliders import format_value, readout, slider_figure, trace_slider_figure
-from d2lcore.sweep import GridResults, RunResult, grid_configs
-from d2lcore.train import History
+from d2lcore.train import History, RunResult
 
 from .browser_helpers import (
     diverged_marks,

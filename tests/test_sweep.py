@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2lcore import batched, sweep
+from d2lcore import batched, cache, sweep
 from d2lcore.data import DataSplits, TensorLoader
 from d2lcore.device import make_generator
 from d2lcore.models import MLP, Dropout
@@ -273,16 +273,16 @@ AXES = {"lr": [0.1, 0.5], "init": ["default", "zeros"]}
 def test_cache_hit_does_no_training(
     tmp_path: Path, counted: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(sweep.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     data = image_data()
     first = train_grid(SPEC, AXES, BASE, data)
     assert counted == [4] and first.meta["from_cache"] is False
-    assert list(tmp_path.glob("*.json")) == [tmp_path / f"{first.meta['key']}.json"]
+    assert list(tmp_path.glob("*.json")) == [Path(first.meta["path"])]
     second = train_grid(SPEC, AXES, BASE, data)
     assert counted == [4] and second.meta["from_cache"] is True
     assert second.meta["key"] == first.meta["key"]
     assert [r.to_dict() for r in second] == [r.to_dict() for r in first]
-    assert list(tmp_path.iterdir()) == [tmp_path / f"{first.meta['key']}.json"]  # no temp files
+    assert list(tmp_path.iterdir()) == [Path(first.meta["path"])]  # no temp files
 
 
 def test_cache_invalidation(
@@ -312,7 +312,7 @@ def test_cache_invalidation(
     again(axes={"lr": [0.1, 0.3], "init": ["default", "zeros"]})
     again(axes={"init": ["default", "zeros"], "lr": [0.1, 0.5]})  # axis order is grid order
     again(spec=ModelSpec("softmax", 36, 4, activation="tanh"))
-    monkeypatch.setattr(sweep, "code_fingerprint", lambda: "edited d2lcore")
+    monkeypatch.setattr(cache, "code_fingerprint", lambda: "edited d2lcore")
     again()
     assert len(keys) == 7
     assert len(list(tmp_path.glob("*.json"))) == 7
@@ -324,7 +324,7 @@ def test_cache_invalidation(
 def test_corrupt_entry_is_recomputed(tmp_path: Path, counted: list[int], garbage: str) -> None:
     data = image_data()
     first = train_grid(SPEC, AXES, BASE, data, cache=tmp_path)
-    entry = tmp_path / f"{first.meta['key']}.json"
+    entry = Path(first.meta["path"])
     text = entry.read_text()
     entry.write_text(text[: len(text) // 2] if garbage == "TRUNCATE" else garbage)
     again = train_grid(SPEC, AXES, BASE, data, cache=tmp_path)
@@ -339,7 +339,7 @@ def test_corrupt_entry_is_recomputed(tmp_path: Path, counted: list[int], garbage
 def test_entry_with_wrong_shape_is_recomputed(tmp_path: Path, counted: list[int]) -> None:
     data = image_data()
     first = train_grid(SPEC, AXES, BASE, data, cache=tmp_path)
-    entry = tmp_path / f"{first.meta['key']}.json"
+    entry = Path(first.meta["path"])
     stored = json.loads(entry.read_text())
     stored["grid"]["axes"]["lr"] = [0.1, 0.2]  # a different grid under this key
     entry.write_text(json.dumps(stored))

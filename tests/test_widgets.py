@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import pytest
 
-from d2lcore.sweep import RunResult
-from d2lcore.train import EpochHook, History
+from d2lcore.train import EpochHook, History, RunResult
 from d2lcore.widgets import LiveControls, live_controls
 
 AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier_normal"]}

@@ -50,7 +50,7 @@ def synthetic_linear_data(
     w = torch.as_tensor(w, dtype=torch.float32).reshape(-1, 1)  # (d, 1)
     X = torch.randn(num_examples, len(w), generator=gen)  # (n, d)
     y = X @ w + b + noise * torch.randn(num_examples, 1, generator=gen)  # (n, 1)
-    device = get_device(str(device) if device is not None else None)
+    device = get_device(device)
     return X.to(device), y.to(device)
 
 
@@ -266,7 +266,7 @@ class TensorLoader:
             raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self.device = get_device(str(device) if device is not None else None)
+        self.device = get_device(device)
         self.tensors = tuple(t.to(self.device) for t in tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle

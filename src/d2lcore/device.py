@@ -12,14 +12,14 @@ import torch
 DEVICE_ENV = "D2L_DEVICE"
 
 
-def get_device(prefer: str | None = None) -> torch.device:
+def get_device(prefer: torch.device | str | None = None) -> torch.device:
     """Return the device to train on: CUDA when present, else the CPU.
 
     Args:
-        prefer: a device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) that overrides
-            the choice; the ``D2L_DEVICE`` environment variable does the same.
+        prefer: a device or device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) that
+            overrides the choice; the ``D2L_DEVICE`` environment variable does the same.
     """
-    name = prefer or os.environ.get(DEVICE_ENV)
+    name = str(prefer) if prefer is not None else os.environ.get(DEVICE_ENV)
     if name:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -9,11 +9,8 @@ reads the book's checkpoints and plain ``state_dict`` files such as torchvision'
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,12 +19,12 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from d2lcore import cache
 from d2lcore.conv import SmallResNet
 from d2lcore.data import TensorLoader
 from d2lcore.device import get_device, make_generator
 from d2lcore.metrics import evaluate
-from d2lcore.sweep import RunResult, code_fingerprint, default_cache_dir
-from d2lcore.train import EpochHook, History, fit
+from d2lcore.train import EpochHook, History, RunResult, fit
 
 Split = tuple[torch.Tensor, torch.Tensor]
 HEAD_INITS = ("default", "zero")
@@ -129,17 +126,11 @@ def save_checkpoint(
     """Write ``{"format", "state_dict", "meta"}`` to ``path`` atomically (a reader never
     sees half a file); ``meta`` must be JSON-like (numbers, strings, lists, dicts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta or {}}, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    entry = {"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta or {}}
+    error = cache.atomic_write(path, lambda f: torch.save(entry, f))
+    if error is not None:
+        raise OSError(f"{path}: could not write the checkpoint: {error}")
     return path
 
 
@@ -260,26 +251,12 @@ def _batches(split: Split, batch_size: int, device: torch.device, *,
     return cast(Iterable[Split], loader)  # it yields (X, y) pairs
 
 
-def _tensors_hash(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype} {tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
-
-
 def checkpoint_key(config: SourceConfig, train: Split, val: Split) -> str:
     """Everything the source network depends on: the ``d2lcore`` code, ``config``, the
     data, and the torch version."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": asdict(config),
-        "code": code_fingerprint(),
-        "data": _tensors_hash(*train, *val),
-        "torch": torch.__version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    payload = {"format": CHECKPOINT_FORMAT, "config": asdict(config),
+               "data": cache.tensor_digest(*train, *val)}  # fmt: skip
+    return cache.key(payload)
 
 
 def pretrain_source(
@@ -294,8 +271,8 @@ def pretrain_source(
     the cache folder when a checkpoint with the same :func:`checkpoint_key` is there,
     else trained and saved. Returns the model and its metadata (``val_acc``,
     ``seconds``, ``cached``, ``path``)."""
-    device = get_device(str(device) if device is not None else None)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    device = get_device(device)
+    folder = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
     key = checkpoint_key(config, train, val)
     path = folder / f"source-{key}.pt"
     model = book_cnn(len(config.classes))
@@ -402,7 +379,7 @@ def fine_tune(
     :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body. ``test_acc`` is the
     accuracy on ``test`` at the end; ``on_epoch_end`` is passed to
     :func:`~d2lcore.train.fit` (live controls show progress with it)."""
-    device = get_device(str(device) if device is not None else None)
+    device = get_device(device)
     if config.body_lr_mult == 0:
         freeze_body(model)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.body_lr_mult))

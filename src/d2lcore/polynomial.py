@@ -58,6 +58,6 @@ def polynomial_data(
     w = torch.zeros(max_degree, 1)
     w[: len(true_w), 0] = torch.tensor([float(v) for v in true_w])
     y = X @ w + noise * torch.randn(n, 1, generator=gen)  # (n, 1)
-    device = get_device(str(device) if device is not None else None)
+    device = get_device(device)
     X, y = X.to(device), y.to(device)
     return (X[:num_train], y[:num_train]), (X[num_train:], y[num_train:])

@@ -27,9 +27,9 @@ import plotly.io as pio
 from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
+from d2lcore.grid import AxisValue, Grid, GridResults, grid_configs
 from d2lcore.plotting import PLOT_CONFIG
-from d2lcore.sweep import AxisValue, GridResults, RunResult, grid_configs
-from d2lcore.train import History
+from d2lcore.train import History, RunResult
 
 #: What a slider changes, for the axis names the book uses; others read "weight decay"
 #: for ``weight_decay``.
@@ -297,6 +297,8 @@ def _finish_figure(
         "id": fig_id,
         "names": names,
         "values": [texts[n] for n in names],
+        # The grid's order, from Grid: the script never computes it on its own.
+        "strides": Grid(axes).strides,
         "perConfig": per_config,
         "readouts": readouts,
         "diverged": diverged,
@@ -317,7 +319,7 @@ function actives() {
 }
 function flat(a) {
   var k = 0;
-  for (var i = 0; i < a.length; i++) { k = k * sizes[i] + a[i]; }
+  for (var i = 0; i < a.length; i++) { k += a[i] * S.strides[i]; }
   return k;
 }
 function show(a, moveSliders) {
@@ -486,12 +488,9 @@ def _active_steps(
 
 
 def _config_index(axes: Mapping[str, list[AxisValue]], active: list[int]) -> int:
-    """The configuration's position in grid order (the last axis varies fastest) for
-    the slider steps ``active``."""
-    k = 0
-    for values, step in zip(axes.values(), active, strict=True):
-        k = k * len(values) + step
-    return k
+    """The configuration's position in :class:`~d2lcore.grid.Grid` order for the slider
+    steps ``active``."""
+    return Grid(axes).index_of_steps(active)
 
 
 def _sliders(

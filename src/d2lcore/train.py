@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +57,42 @@ class History:
 
 
 EpochHook = Callable[[int, History], None]
+
+
+@dataclass
+class RunResult:
+    """What every trainer returns: the configuration it ran, its :class:`History`, the
+    final numbers measured after training, and ``extras``, arrays a figure needs (a
+    fitted curve, an attention map, a decision boundary, learned filters).
+
+    ``test_acc`` is the accuracy on held-out test data (``None`` for regression, a
+    diverged run, or no test split); ``metrics`` holds any other final numbers by name.
+    ``model`` is the trained module when the trainer keeps it; it is never cached.
+    """
+
+    config: dict[str, Any]
+    history: History
+    test_acc: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def diverged(self) -> bool:
+        return self.history.diverged
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-like (the model is left out; arrays in ``extras`` must already be lists
+        or :func:`d2lcore.grid.encode_extras` output)."""
+        return {"config": self.config, "history": self.history.to_dict(),
+                "test_acc": self.test_acc, "metrics": self.metrics,
+                "extras": self.extras}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        return cls(config=dict(d["config"]), history=History.from_dict(d["history"]),
+                   test_acc=d.get("test_acc"), metrics=dict(d.get("metrics") or {}),
+                   extras=dict(d.get("extras") or {}))  # fmt: skip
 
 
 def fit(

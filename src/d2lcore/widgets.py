@@ -16,10 +16,10 @@ from typing import Any, TypeGuard
 
 import ipywidgets as widgets
 
+from d2lcore.grid import AxisValue
 from d2lcore.plotting import PLOT_CONFIG, BookRenderer, plot_history
 from d2lcore.sliders import axis_label, format_value
-from d2lcore.sweep import AxisValue, RunResult
-from d2lcore.train import EpochHook, History
+from d2lcore.train import EpochHook, History, RunResult
 
 TrainFn = Callable[[dict[str, AxisValue], EpochHook], RunResult]
 Bounds = tuple[float, float]

@@ -1,0 +1,329 @@
+"""Grids of runs: every combination of a few named axes, and the cached runner that
+fills one with the results of any per-configuration function.
+
+- :class:`Grid` is the one definition of a grid's order (the last axis varies fastest,
+  as ``itertools.product``): configuration at an index, index of a configuration, and
+  the strides the page script uses to find a configuration from slider positions.
+- :class:`GridResults` holds one :class:`~d2lcore.train.RunResult` per configuration.
+- :func:`run_grid` runs ``fn(config)`` for every configuration (or a ``batch`` of them
+  at once), keeps each result's history, final numbers and ``extras`` (the arrays a
+  figure needs), and caches the whole grid on disk (:mod:`d2lcore.cache`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from d2lcore import cache as cache_mod
+from d2lcore.device import get_device
+from d2lcore.train import History, RunResult
+
+AxisValue = float | int | str | bool
+Config = dict[str, AxisValue]
+
+
+def plain(value: Any) -> AxisValue:
+    """A NumPy or torch scalar as the Python number it holds; other values as they are."""
+    value = value.item() if hasattr(value, "item") else value
+    if not isinstance(value, (bool, int, float, str)):
+        raise TypeError(f"axis values are numbers, strings or booleans, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Named axes and every combination of their values, in one fixed order: the last
+    axis varies fastest (``itertools.product`` order). Nothing else in the package or
+    the page script computes this order on its own."""
+
+    axes: dict[str, tuple[AxisValue, ...]]
+
+    def __init__(self, axes: Mapping[str, Sequence[AxisValue]]) -> None:
+        plain_axes = {str(name): tuple(plain(v) for v in values) for name, values in axes.items()}
+        for name, values in plain_axes.items():
+            if not values:
+                raise ValueError(f"axis {name!r} has no values")
+            if len(set(values)) != len(values):
+                raise ValueError(f"axis {name!r} needs distinct values, got {list(values)}")
+        object.__setattr__(self, "axes", plain_axes)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.axes)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(v) for v in self.axes.values()]
+
+    @property
+    def strides(self) -> list[int]:
+        """How far the flat index moves for one step of each axis."""
+        strides, step = [], 1
+        for size in reversed(self.sizes):
+            strides.append(step)
+            step *= size
+        return strides[::-1]
+
+    def __len__(self) -> int:
+        return math.prod(self.sizes)
+
+    def __iter__(self) -> Iterator[Config]:
+        return (self.config_at(k) for k in range(len(self)))
+
+    def configs(self) -> list[Config]:
+        return list(self)
+
+    def steps(self, config: Mapping[str, AxisValue]) -> list[int]:
+        """The position of each of ``config``'s values on its axis."""
+        if set(config) != set(self.axes):
+            raise KeyError(f"give one value for each axis {self.names}, got {list(config)}")
+        steps = []
+        for name, values in self.axes.items():
+            if config[name] not in values:
+                raise KeyError(f"{name}={config[name]!r} is not in the grid; values: "
+                               f"{list(values)}")  # fmt: skip
+            steps.append(values.index(config[name]))
+        return steps
+
+    def index_of_steps(self, steps: Sequence[int]) -> int:
+        """The flat index of the configuration at these positions along the axes."""
+        return sum(s * stride for s, stride in zip(steps, self.strides, strict=True))
+
+    def index(self, config: Mapping[str, AxisValue]) -> int:
+        """The flat index of ``config`` (one value for each axis)."""
+        return self.index_of_steps(self.steps(config))
+
+    def config_at(self, k: int) -> Config:
+        if not 0 <= k < len(self):
+            raise IndexError(f"configuration {k} of a grid of {len(self)}")
+        return {name: values[(k // stride) % len(values)]
+                for (name, values), stride in zip(self.axes.items(), self.strides,
+                                                  strict=True)}  # fmt: skip
+
+
+def grid_configs(axes: Mapping[str, Sequence[AxisValue]]) -> list[Config]:
+    """Every combination of the axes' values, in :class:`Grid` order."""
+    return Grid(axes).configs()
+
+
+@dataclass
+class GridResults:
+    """Results of a grid: ``axes`` maps each axis name to its values (in order), and
+    ``runs`` holds one :class:`~d2lcore.train.RunResult` per combination, in
+    :class:`Grid` order."""
+
+    axes: dict[str, list[AxisValue]]
+    runs: list[RunResult]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.axes = {name: list(values) for name, values in self.grid.axes.items()}
+        if len(self.runs) != len(self.grid):
+            raise ValueError(f"{len(self.runs)} runs for a grid of {len(self.grid)} "
+                             "configurations")  # fmt: skip
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.axes)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[RunResult]:
+        return iter(self.runs)
+
+    def get(self, **config: AxisValue) -> RunResult:
+        """The run with exactly these axis values, e.g. ``grid.get(lr=0.1, dropout=0.5)``."""
+        return self.runs[self.grid.index(config)]
+
+    def to_frame(self) -> Any:
+        """A tidy ``pandas.DataFrame``: one row per configuration and epoch."""
+        import pandas as pd
+
+        rows = []
+        for run in self.runs:
+            h = run.history
+            for e in range(h.num_epochs):
+                rows.append({
+                    **run.config, "epoch": e + 1, "train_loss": h.train_loss[e],
+                    "val_loss": h.val_loss[e] if h.val_loss else None,
+                    "val_acc": h.val_acc[e] if h.val_acc else None,
+                    "diverged": h.diverged,
+                })  # fmt: skip
+        return pd.DataFrame(rows)
+
+    def summary(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per configuration: final numbers."""
+        import pandas as pd
+
+        return pd.DataFrame([
+            {**run.config, **run.history.final(), "test_acc": run.test_acc, **run.metrics,
+             "diverged": run.diverged}
+            for run in self.runs
+        ])  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axes": self.axes, "meta": self.meta,
+                "runs": [{**r.to_dict(), "extras": encode_extras(r.extras)}
+                         for r in self.runs]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GridResults:
+        runs = []
+        for r in d["runs"]:
+            run = RunResult.from_dict(r)
+            run.extras = decode_extras(run.extras)
+            runs.append(run)
+        return cls(axes={k: list(v) for k, v in d["axes"].items()}, runs=runs,
+                   meta=dict(d.get("meta", {})))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------
+# Extras: arrays by name, stored as JSON
+
+
+def encode_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
+    """``extras`` as JSON-like values: arrays and tensors become
+    ``{"array": nested lists, "dtype": ...}``; numbers, strings and lists stay."""
+    out: dict[str, Any] = {}
+    for name, value in extras.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            out[name] = {"array": value.tolist(), "dtype": str(value.dtype)}
+        else:
+            out[name] = value
+    return out
+
+
+def decode_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`encode_extras`: arrays come back as NumPy arrays."""
+    out: dict[str, Any] = {}
+    for name, value in extras.items():
+        if isinstance(value, dict) and set(value) == {"array", "dtype"}:
+            out[name] = np.asarray(value["array"], dtype=value["dtype"])
+        else:
+            out[name] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# The runner
+
+RunFn = Callable[[Config], RunResult]
+BatchFn = Callable[[list[Config]], list[RunResult]]
+
+
+def describe_fn(fn: Callable[..., Any]) -> str:
+    """What identifies ``fn`` in a cache key: its source where Python can find it (a
+    page's function is re-run when its cell changes), else its qualified name."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _valid_history(h: History) -> bool:
+    n = h.num_epochs
+    lists = (h.train_loss, h.val_loss, h.val_acc, h.seconds)
+    if len(h.seconds) != n or any(len(xs) not in (0, n) for xs in (h.val_loss, h.val_acc)):
+        return False
+    numbers = [x for xs in lists for x in xs]
+    return all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers)
+
+
+def load_grid(path: Any, key: str, grid: Grid) -> GridResults | None:
+    """The cached results at ``path`` if they are whole, hold ``key`` and match
+    ``grid``; ``None`` otherwise (missing, corrupt, another grid): train again."""
+    entry = cache_mod.read_json(path)
+    try:
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None
+        results = GridResults.from_dict(entry["grid"])
+        if results.grid != grid or [r.config for r in results.runs] != grid.configs():
+            return None
+        if not all(_valid_history(r.history) for r in results.runs):
+            return None
+        return results
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def run_grid(
+    axes: Mapping[str, Sequence[AxisValue]],
+    fn: RunFn,
+    *,
+    depends_on: Any = None,
+    batch: BatchFn | None = None,
+    cache: bool | str | Any = True,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+) -> GridResults:
+    """Run ``fn(config)`` for every configuration of ``axes`` and collect the results.
+
+    Args:
+        axes: each axis' values, e.g. ``{"lr": [0.01, 0.1], "init": ["xavier", "he"]}``.
+        fn: trains (or computes) one configuration and returns a
+            :class:`~d2lcore.train.RunResult` whose ``config`` may hold more than the
+            axes (the grid stores the axes' values). Its ``extras`` are kept with the
+            results: arrays come back from the cache as NumPy arrays.
+        depends_on: JSON-like description of everything else the results depend on
+            (the data's digest, the base configuration, the model); part of the key.
+        batch: optional; runs a list of configurations at once (stacked training) and
+            returns their results in order. Used for the configurations not cached
+            when there are two or more.
+        cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
+            path keeps them there, ``False`` always runs. The key covers ``axes``,
+            ``depends_on``, ``fn``'s source (or name), ``name``, the training code,
+            ``device``'s type and torch's version.
+        device: the device the results were computed on (part of the key).
+        name: a short name of what the grid computes, for the key and the file name.
+
+    ``meta`` records ``key``, ``path`` (the cache file), ``from_cache``, ``seconds``
+    (this call), ``device`` and,
+    when written, ``cache_error`` (why the results could not be stored).
+    """
+    start = time.perf_counter()
+    grid = Grid(axes)
+    device = get_device(device)
+    key = path = None
+    folder = cache_mod.cache_dir(cache)
+    if folder is not None:
+        payload = {"axes": [[n, list(v)] for n, v in grid.axes.items()],  # order matters
+                   "depends_on": depends_on, "fn": describe_fn(fn), "name": name}  # fmt: skip
+        key = cache_mod.key(payload, device=device)
+        path = folder / f"{(name + '-') if name else ''}{key}.json"
+        cached = load_grid(path, key, grid)
+        if cached is not None:
+            cached.meta.update(from_cache=True, seconds=time.perf_counter() - start)
+            return cached
+
+    configs = grid.configs()
+    results = batch(configs) if batch is not None and len(configs) > 1 else [
+        fn(c) for c in configs]  # fmt: skip
+    if len(results) != len(configs):
+        raise ValueError(f"{len(results)} results for {len(configs)} configurations")
+    runs = []
+    for config, result in zip(configs, results, strict=True):
+        runs.append(RunResult(config=dict(config), history=result.history,
+                              test_acc=result.test_acc, metrics=dict(result.metrics),
+                              extras=decode_extras(encode_extras(result.extras)),
+                              model=result.model))  # fmt: skip
+    seconds = time.perf_counter() - start
+    meta: dict[str, Any] = {"key": key, "path": str(path) if path else None,
+                            "from_cache": False, "seconds": seconds,
+                            "train_seconds": seconds, "device": device.type}  # fmt: skip
+    out = GridResults(axes={n: list(v) for n, v in grid.axes.items()}, runs=runs, meta=meta)
+    if path is not None and key is not None:
+        error = cache_mod.write_json(path, {"key": key, "grid": out.to_dict()})
+        if error is not None:
+            out.meta["cache_error"] = error
+    return out
