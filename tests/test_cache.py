@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,15 @@ def test_atomic_write_reports_errors_and_leaves_no_partial_file(tmp_path: Path) 
     assert cache.write_json(tmp_path / "odd.json", {"x": object()}) is not None
     path.write_text("{half")
     assert cache.read_json(path) is None
+
+
+def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves a ``.tmp``; the next write removes it once it is
+    old, and leaves a fresh one (another writer's, still at work) alone."""
+    old, fresh = tmp_path / ".entry.abc.tmp", tmp_path / ".entry.def.tmp"
+    old.write_text("half")
+    fresh.write_text("half")
+    long_ago = time.time() - 2 * cache.STALE_TMP_SECONDS
+    os.utime(old, (long_ago, long_ago))
+    assert cache.write_json(tmp_path / "entry.json", [1]) is None
+    assert not old.exists() and fresh.exists()

@@ -133,3 +133,10 @@ def test_grid_results_round_trip_through_json() -> None:
     back = GridResults.from_dict(json.loads(json.dumps(out.to_dict())))
     assert back.axes == out.axes
     np.testing.assert_array_equal(back.runs[1].extras["curve"], out.runs[1].extras["curve"])
+
+
+def test_nan_axis_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        Grid({"lr": [0.1, float("nan")]})
+    with pytest.raises(TypeError, match="numbers, strings or booleans"):
+        Grid({"lr": [[0.1]]})

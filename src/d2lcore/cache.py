@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,10 @@ import torch
 CACHE_ENV = "D2L_CACHE_DIR"
 #: Bumped when the layout of an entry changes: older entries are then never read.
 CACHE_FORMAT = 2
+
+#: A temporary file older than this is litter from a writer that was killed (a live
+#: writer renames its file within seconds): the next write removes it.
+STALE_TMP_SECONDS = 3600.0
 
 #: Modules that only draw or show results: editing them retrains nothing. Every other
 #: module of the package is part of :func:`code_fingerprint` (a new module is, by default).
@@ -106,12 +111,28 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str | None
         os.chmod(tmp, 0o644)  # mkstemp makes it private; an ordinary file is expected
         os.replace(tmp, path)
         tmp = None
+        remove_stale_tmp(path.parent)
         return None
     except OSError as err:
         return str(err)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_tmp(folder: Path, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete the temporary files (``.*.tmp``) in ``folder`` older than ``max_age``
+    seconds, left by writers that were killed; return what was deleted."""
+    removed = []
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > max_age:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # another process removed it, or it is not ours to remove
+            continue
+    return removed
 
 
 def write_json(path: Path, obj: Any) -> str | None:

@@ -35,6 +35,10 @@ def plain(value: Any) -> AxisValue:
     value = value.item() if hasattr(value, "item") else value
     if not isinstance(value, (bool, int, float, str)):
         raise TypeError(f"axis values are numbers, strings or booleans, not {value!r}")
+    if isinstance(value, float) and math.isnan(value):
+        # NaN != NaN: such a configuration could never be found again, in the grid or
+        # in the cache.
+        raise ValueError("an axis value is NaN; give a number")
     return value
 
 
