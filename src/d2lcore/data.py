@@ -112,47 +112,108 @@ def _file_in(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _check_named_folder(folder: Path, source: str) -> None:
+    """A folder the user named is used or refused, never skipped: raise when it is not a
+    folder, or when one of the four files is missing or is not a regular file (a
+    directory, a FIFO, a broken link or a link loop), naming that file."""
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder} (named by {source}) is not a folder. Point "
+                                f"{source} at the folder that holds the four Fashion-MNIST "
+                                f"files, or unset it.\n{HOW_TO_GET}")  # fmt: skip
+    for name in FASHION_MNIST_FILES:
+        if _file_in(folder, name):
+            continue
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if os.path.lexists(candidate):
+                what = ("a folder" if candidate.is_dir() else
+                        "a broken link or a link loop" if candidate.is_symlink() else
+                        "not a regular file (a FIFO, socket or device)")  # fmt: skip
+                raise DataFileError(f"{candidate} (in {folder}, named by {source}) is {what}, "
+                                    f"not an IDX file. Replace it with the file {name}.gz "
+                                    f"or {name}.\n{HOW_TO_GET}")  # fmt: skip
+        raise DataNotFoundError(f"{folder} (named by {source}) lacks {name} (.gz or not). "
+                                f"Put all four files there, or unset {source}.\n"
+                                f"{HOW_TO_GET}")  # fmt: skip
+
+
 def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:
     """Return the first folder that holds all four Fashion-MNIST files.
 
+    A folder you name (``root=`` or ``$D2L_FASHION_MNIST_DIR``) is used or refused: when
+    it lacks a file or holds a broken one, the error names that file instead of the
+    search moving on to the system copy without a word.
+
     Raises:
-        DataNotFoundError: naming every folder searched and how to get the data.
+        DataNotFoundError: naming every folder searched and how to get the data, or the
+            file a named folder lacks.
+        DataFileError: a named folder holds something that is not a file where a data
+            file should be.
     """
+    if root is not None:
+        _check_named_folder(Path(root), "root=")
+        return Path(root)
+    if os.environ.get(FASHION_MNIST_ENV):
+        folder = Path(os.environ[FASHION_MNIST_ENV])
+        _check_named_folder(folder, FASHION_MNIST_ENV)
+        return folder
     searched = fashion_mnist_dirs(root)
     for folder in searched:
         if all(_file_in(folder, name) for name in FASHION_MNIST_FILES):
             return folder
-    if root is not None:
-        missing = [n for n in FASHION_MNIST_FILES if not _file_in(Path(root), n)]
-        detail = f" ({root} lacks {', '.join(missing)})"
-    else:
-        detail = ""
     places = "\n".join(f"  - {d}" for d in searched)
-    raise DataNotFoundError(
-        f"Fashion-MNIST was not found{detail}. Searched:\n{places}\n{HOW_TO_GET}"
-    )
+    raise DataNotFoundError(f"Fashion-MNIST was not found. Searched:\n{places}\n{HOW_TO_GET}")
 
 
-def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> np.ndarray:
+#: The largest IDX file read when its size is not known (Fashion-MNIST's largest is
+#: 47 MB): a small ``.gz`` that expands to gigabytes is stopped here, not read whole.
+MAX_IDX_BYTES = 256 * 2**20
+
+
+def read_idx(
+    path: str | os.PathLike[str],
+    expected_md5: str | None = None,
+    *,
+    expected_size: int | None = None,
+) -> np.ndarray:
     """Read one IDX file (gzip-compressed or not) into a uint8 array.
 
     Args:
         path: the file.
         expected_md5: MD5 of the decompressed bytes; ``None`` skips the check.
+        expected_size: size of the decompressed bytes, when known: reading stops one
+            byte past it (else past :data:`MAX_IDX_BYTES`), so a decompression bomb
+            never fills the memory.
 
     Raises:
-        DataFileError: when the file is not valid gzip, is truncated, has a bad
-            header or does not match its checksum. The message names the file
-            and says how to replace it.
+        DataFileError: when the file cannot be read, is not valid gzip, is truncated,
+            too large, has a bad header or does not match its checksum. The message
+            names the file and says what to do.
     """
     path = Path(path)
     fix = f"Delete or replace {path} with a good copy.\n{HOW_TO_GET}"
+    limit = expected_size if expected_size is not None else MAX_IDX_BYTES
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic
-            raw = gzip.decompress(raw)
+        with path.open("rb") as f:
+            packed = f.read(2) == b"\x1f\x8b"  # gzip magic
+        with (gzip.open(path, "rb") if packed else path.open("rb")) as f:
+            raw = f.read(limit + 1)
+    except PermissionError as err:
+        raise DataFileError(
+            f"{path} cannot be read: permission denied. The file may be fine: give your "
+            f"user read access (chmod a+r {path}) or copy the files to a folder of yours "
+            f"and set {FASHION_MNIST_ENV} to it."
+        ) from err
+    except IsADirectoryError as err:
+        raise DataFileError(f"{path} is a folder, not an IDX file. {fix}") from err
     except (OSError, EOFError, zlib.error) as err:
         raise DataFileError(f"{path} is corrupt or truncated ({err}). {fix}") from err
+    if len(raw) > limit:
+        raise DataFileError(
+            f"{path} holds more than {limit:,} bytes"
+            f"{' once decompressed' if packed else ''}, more than this file can be "
+            f"({'its known size' if expected_size is not None else 'the largest IDX file read'}"
+            f"); reading stopped there. It is not the file its name says. {fix}"
+        )
     if expected_md5 is not None:
         digest = hashlib.md5(raw).hexdigest()
         if digest != expected_md5:
@@ -199,7 +260,9 @@ def load_fashion_mnist(
         name = f"{prefix}-{kind}"
         path = _file_in(folder, name)
         assert path is not None  # find_fashion_mnist checked
-        arrays.append(read_idx(path, None if checksums is None else checksums[name]))
+        arrays.append(read_idx(path, None if checksums is None else checksums[name],
+                               expected_size=FASHION_MNIST_FILES[name][1]
+                               if checksums is FASHION_MNIST_MD5 else None))  # fmt: skip
     images, labels = arrays
     if len(images) != len(labels):
         raise DataFileError(
@@ -217,13 +280,13 @@ def download_fashion_mnist(root: str | os.PathLike[str] = USER_CACHE_DIR) -> Pat
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for name, (md5, _) in FASHION_MNIST_FILES.items():
+    for name, (md5, size) in FASHION_MNIST_FILES.items():
         target = root / f"{name}.gz"
         if not target.exists():
             tmp = target.with_suffix(".part")
             urllib.request.urlretrieve(f"{ORIGINAL_URL}{name}.gz", tmp)
             tmp.replace(target)
-        read_idx(target, md5)  # verify now rather than at first use
+        read_idx(target, md5, expected_size=size)  # verify now rather than at first use
     return root
 
 

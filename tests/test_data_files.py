@@ -1,0 +1,118 @@
+"""Hostile and broken data files: a folder the user named is used or refused (never
+skipped without a word), unreadable files are named for what they are, and a
+decompression bomb is stopped at the expected size."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from d2lcore import data
+from d2lcore.data import DataFileError, DataNotFoundError, find_fashion_mnist, read_idx
+
+from .conftest import idx_bytes
+
+NAME = "train-images-idx3-ubyte"
+
+
+@pytest.fixture
+def system_copy(tiny_fashion_mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A good system copy, so that skipping a broken named folder would go unnoticed."""
+    folder, _, _ = tiny_fashion_mnist
+    system = tmp_path / "system"
+    shutil.copytree(folder, system)
+    monkeypatch.setattr(data, "DEBIAN_DIR", system)
+    monkeypatch.setattr(data, "USER_CACHE_DIR", tmp_path / "no-cache")
+    return system
+
+
+def named(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    monkeypatch.setenv(data.FASHION_MNIST_ENV, str(folder))
+
+
+def test_empty_named_folder_is_refused(system_copy, tmp_path, monkeypatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    named(monkeypatch, empty)
+    with pytest.raises(DataNotFoundError, match=rf"{empty}.*D2L_FASHION_MNIST_DIR.*lacks"):
+        find_fashion_mnist()
+
+
+def test_missing_named_folder_is_refused(system_copy, tmp_path, monkeypatch) -> None:
+    named(monkeypatch, tmp_path / "nowhere")
+    with pytest.raises(DataNotFoundError, match="is not a folder"):
+        find_fashion_mnist()
+    with pytest.raises(DataNotFoundError, match=r"named by root="):
+        find_fashion_mnist(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "loop", "dangling"])
+def test_broken_file_in_named_folder_is_named(system_copy, tmp_path, monkeypatch, kind) -> None:
+    folder = tmp_path / "mine"
+    shutil.copytree(system_copy, folder)
+    bad = folder / f"{NAME}.gz"
+    bad.unlink()
+    if kind == "folder":
+        bad.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(bad)
+    elif kind == "loop":
+        os.symlink(bad, bad)
+    else:
+        os.symlink(tmp_path / "gone", bad)
+    named(monkeypatch, folder)
+    with pytest.raises(DataFileError, match=rf"{bad}.*is (a folder|a broken link|not a regular)"):
+        find_fashion_mnist()
+
+
+def test_good_named_folder_is_used(system_copy, tiny_fashion_mnist, monkeypatch) -> None:
+    folder, _, _ = tiny_fashion_mnist
+    named(monkeypatch, folder)
+    assert find_fashion_mnist() == folder
+
+
+def test_unreadable_file_says_permission_not_corrupt(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file whatever its mode")
+    path = tmp_path / "x"
+    path.write_bytes(idx_bytes(np.zeros((2, 3), dtype=np.uint8)))
+    path.chmod(0)
+    with pytest.raises(DataFileError, match="permission denied") as err:
+        read_idx(path)
+    assert "corrupt" not in str(err.value) and "chmod" in str(err.value)
+
+
+def test_permission_error_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same message where the tests run as root: the open itself is refused."""
+    path = tmp_path / "x"
+    path.write_bytes(b"\0" * 16)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataFileError, match="permission denied") as err:
+        read_idx(path)
+    assert "corrupt" not in str(err.value) and "Delete" not in str(err.value)
+
+
+def test_decompression_bomb_stops_at_the_expected_size(tmp_path: Path) -> None:
+    """A small .gz that expands far past its known size is refused after reading one
+    byte more than that size, not read whole."""
+    path = tmp_path / "bomb.gz"
+    header = idx_bytes(np.zeros((1, 28, 28), dtype=np.uint8))[:16]
+    with gzip.open(path, "wb") as f:
+        f.write(header)
+        chunk = b"\0" * 2**20
+        for _ in range(64):  # 64 MiB of zeros: a few kB on disk
+            f.write(chunk)
+    assert path.stat().st_size < 2**20
+    with pytest.raises(DataFileError, match="more than 7,840,016 bytes once decompressed"):
+        read_idx(path, expected_size=7_840_016)
+    with pytest.raises(DataFileError, match="more than 1,000 bytes"):
+        read_idx(path, expected_size=1000)
