@@ -22,7 +22,7 @@ MATHJAX := .vendor/mathjax/es5/tex-chtml.js
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
-.PHONY: book book-ci test setup env data vendor browser bench clean
+.PHONY: book book-ci test setup env data vendor browser bench clean gpu-check gpu-wheels
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
@@ -86,6 +86,23 @@ browser:
 bench: setup
 	$(PY) benchmarks/bench_epoch.py
 	$(PY) benchmarks/bench_grid.py
+
+# The GPU check (tools/gpu_check.py): every page as a script and the benchmarks, on the
+# device d2lcore picks, within a time budget; the report goes to gpu-check/.
+gpu-check: setup
+	$(PY) tools/gpu_check.py gpu-check --profile gpu
+
+# The wheels a bare GPU machine (CPython $(GPU_PYTHON), no network) needs for the check,
+# at the versions pinned in requirements.txt: about 30 MB, carried with the working tree.
+GPU_PYTHON ?= 3.12
+gpu-wheels: env
+	rm -rf .gpu-wheels && mkdir -p .gpu-wheels
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(GPU_PYTHON) --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels \
+	  $$(grep -v '^#' tools/gpu_wheels.txt | while read -r name; do \
+	       grep -i "^$${name}==" requirements.txt || echo "$$name"; done)
+	@du -sh .gpu-wheels
 
 clean:
 	rm -rf _build .d2l_cache
