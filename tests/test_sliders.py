@@ -821,3 +821,16 @@ def test_figures_work_with_the_served_script_and_with_both(tmp_path, browser):
         assert page_readout(page, second.fig_id).endswith("case 2")
         assert loaded.count("d2l-sliders.js") == 1
         assert errors == []
+
+
+def test_a_contours_range_is_its_extent():
+    fig = make_map_figure(go.Contour, fixed_ranges=True).figure
+    assert fig.layout.xaxis.range == (-1.0, 2.0) and fig.layout.yaxis.range == (10.0, 30.0)
+    zs = [z for k in range(6) for row in map_z(k) for z in row]
+    assert {(t.zmin, t.zmax) for t in fig.data[::2]} == {(min(zs), max(zs))}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node to parse sliders.js")
+def test_sliders_js_is_valid_javascript():
+    done = subprocess.run(["node", "--check", str(SLIDERS_JS)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -182,9 +182,10 @@ def script_json(value: Any) -> str:
 
 
 # Traces drawn as cells (each value fills a cell centred on its coordinate) and the
-# colour-scaled traces whose ``zmin``/``zmax`` fix_ranges shares.
+# colour-scaled grids whose ``zmin``/``zmax`` fix_ranges shares. Both fill their extent
+# exactly: plotly's autorange leaves no margin around them.
 _CELL_TRACES = {"heatmap", "image"}
-_Z_TRACES = {"heatmap", "contour", "histogram2d", "histogram2dcontour"}
+_Z_TRACES = {"heatmap", "contour"}
 
 
 def _numbers(values: Any) -> np.ndarray | None:
@@ -236,7 +237,7 @@ def _cell_edges(centres: np.ndarray | None) -> np.ndarray | None:
 
 def _axis_range(points: list[np.ndarray], cells: list[np.ndarray], log: bool) -> list[float] | None:
     """A range over ``points`` with a 5% margin (as plotly's autorange leaves) and over
-    the edges in ``cells`` exactly; in decades on a log axis."""
+    ``cells`` (edges of heat maps, extents of contours) exactly; in decades on a log axis."""
     ends: list[float] = []
     for arrays, margin in ((points, 0.05), (cells, 0.0)):
         values = np.concatenate(arrays) if arrays else np.empty(0)
@@ -277,7 +278,8 @@ def fix_ranges(fig: go.Figure, per_config: int) -> None:
                 skip.add(ref)
             else:
                 points, cells = spans.setdefault(ref, ([], []))
-                (cells if trace.type in _CELL_TRACES else points).append(values)
+                exact = trace.type in _CELL_TRACES or trace.type in _Z_TRACES
+                (cells if exact else points).append(values)
         if trace.type == "image":
             skip.add(trace.yaxis or "y")
         if trace.type in _Z_TRACES and trace.zmin is None and trace.zmax is None:
