@@ -3,6 +3,10 @@
 - ``plotly.min.js`` (from the installed ``plotly`` package, so it always matches the
   Python side) is copied to ``_static/vendor/`` and loaded only on pages that hold a
   plotly figure, once per page.
+- ``sliders.js`` (the page script of ``d2lcore.sliders``, from the installed package) is
+  copied to ``_static/vendor/d2l-sliders.js`` and loaded after plotly.js only on pages
+  that hold a slider figure; the copy each figure carries inline (for notebooks shown
+  outside the book) is removed from those pages.
 - MathJax 3 (unpacked from the npm registry into ``.vendor/mathjax`` by ``make``) is
   copied to ``_static/vendor/mathjax``; ``mathjax_path`` in ``_config.yml`` points there.
 
@@ -12,6 +16,7 @@ source folder, because Jupyter Book would then add every ``.js`` in it to every 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,15 +26,27 @@ from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+# Found without importing d2lcore (which imports torch): the page script's file.
+_D2LCORE = importlib.util.find_spec("d2lcore")
+SLIDERS_JS = (Path(next(iter(_D2LCORE.submodule_search_locations or []))) / "sliders.js"
+              if _D2LCORE is not None else Path("sliders.js"))  # fmt: skip
+#: What a slider figure's inline script calls; a page that holds it needs sliders.js.
+SLIDERS_CALL = "window.d2lSliders.attach("
 # The parts of MathJax's es5 folder that tex-chtml.js loads (fonts, lazy components).
 MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors")
 
 
 def _add_plotly(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
                 doctree: Any) -> None:
-    if "plotly-graph-div" in context.get("body", ""):
+    body = context.get("body", "")
+    if "plotly-graph-div" in body:
         # Called during html-page-context, this adds the script to this page only.
         app.add_js_file("vendor/plotly.min.js", priority=200)
+    if SLIDERS_CALL in body:
+        # Once per page, after plotly.js; the figures' inline copies become redundant
+        # (each only defines the program when it is missing), so they are dropped.
+        app.add_js_file("vendor/d2l-sliders.js", priority=201)
+        context["body"] = body.replace(SLIDERS_JS.read_text(encoding="utf-8"), "")
 
 
 def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
@@ -54,6 +71,7 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     vendor = Path(app.outdir) / "_static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PLOTLY_JS, vendor / "plotly.min.js")
+    shutil.copy2(SLIDERS_JS, vendor / "d2l-sliders.js")
     # Relative to the book's root; a single-page build (`jupyter-book build page.md`)
     # has the page's folder as its source, so look in the folders above it too.
     src = Path(app.srcdir).resolve()

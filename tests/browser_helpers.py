@@ -115,10 +115,10 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
 
     Returns a dict with ``config`` (axis name -> the selected step's label, from the
     sliders), ``actives`` (each slider's step index), ``visible`` (for each visible trace:
-    its ``index``, ``name`` and ``y`` data), ``annotations`` (for each annotation in
-    layout order: its ``name``, whether it is ``visible`` and its ``text`` as rendered in
-    the page; the readout is named ``"readout"``, the panels' marks ``"diverged"``) and
-    ``hash`` (the page's URL hash).
+    its ``index``, ``name``, ``type``, ``y`` data and ``z`` rows, ``None`` without),
+    ``annotations`` (for each annotation in layout order: its ``name``, whether it is
+    ``visible`` and its ``text`` as rendered in the page; the readout is named
+    ``"readout"``, the panels' marks ``"diverged"``) and ``hash`` (the page's URL hash).
     """
     return page.evaluate(
         """(figId) => {
@@ -129,7 +129,9 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
           const visible = [];
           gd.data.forEach((t, index) => {
             if (t.visible === true || t.visible === undefined) {
-              visible.push({index: index, name: t.name, y: Array.from(t.y || [])});
+              visible.push({index: index, name: t.name, type: t.type || 'scatter',
+                            y: Array.from(t.y || []),
+                            z: t.z ? Array.from(t.z, row => Array.from(row)) : null});
             }
           });
           const annotations = (gd._fullLayout.annotations || []).map((a, i) => {
@@ -180,3 +182,16 @@ def open_offline(browser, url: str, problems: list[str]):
     page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
     page.goto(url, wait_until="load")
     return page
+
+
+def axis_ranges(page: Any, fig_id: str) -> dict[str, list[float]]:
+    """The range plotly draws for each x and y axis of the figure, by layout key."""
+    return page.evaluate(
+        """(figId) => {
+          const fl = document.getElementById(figId)._fullLayout, out = {};
+          Object.keys(fl).filter(k => /^[xy]axis\\d*$/.test(k))
+                .forEach(k => { out[k] = fl[k].range.slice(); });
+          return out;
+        }""",
+        fig_id,
+    )

@@ -5,9 +5,13 @@ the test (see ``open_offline``)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import math
 import random
+import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from .conftest import toc_pages
 
 pytestmark = pytest.mark.browser
 
-SLIDER_MARK = '"perConfig"'  # the slider figures' embedded spec
+SLIDER_MARK = "window.d2lSliders.attach("  # each slider figure's inline script
 
 
 def slider_pages(built_book: Path) -> list[str]:
@@ -136,3 +140,69 @@ def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book:
     _check_shows(page, fig_id, sliders, target)
     page.close()
     assert not problems, "\n".join(problems)
+
+
+SLIDERS_PAGE = """\
+import plotly.graph_objects as go
+from d2lcore.plotting import use_book_renderer
+from d2lcore.sliders import trace_slider_figure
+
+use_book_renderer()
+axes = {"lr": [0.1, 1.0], "seed": [0, 1]}
+sets = [[go.Heatmap(z=[[k, k + 1], [k + 2, k + 3]]), go.Scatter(y=[k, 1, 2], name="loss")]
+        for k in range(4)]
+display(trace_slider_figure(axes, sets, title="Map and loss", panels=(1, 2),
+                            trace_panels=[(1, 1), (1, 2)], xaxis_title=["x", "epoch"],
+                            yaxis_title=["y", "loss"], readouts=[f"case {k}" for k in range(4)],
+                            fixed_ranges=True))
+trace_slider_figure({"a": [1, 2]}, [[go.Scatter(y=[1, 2])], [go.Scatter(y=[3, 1])]],
+                    title="Second", xaxis_title="x", yaxis_title="y")"""
+
+
+def test_a_built_page_loads_the_slider_script_once(tmp_path: Path, browser):
+    """A one-page book with two slider figures: sliders.js is served from the site, loaded
+    once after plotly.js, the figures' inline copies are gone, and the sliders work."""
+    from d2lcore.sliders import SLIDERS_JS, sliders_program
+
+    from .conftest import build_book
+    from .test_book import tiny_book
+
+    book = tiny_book(tmp_path, "Slider figures", SLIDERS_PAGE)
+    result = build_book(book, output=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html_dir = tmp_path / "_build" / "html"
+    page_html = (html_dir / "index.html").read_text()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page_html)
+    assert scripts.count("_static/vendor/d2l-sliders.js") == 1
+    assert scripts.index("_static/vendor/plotly.min.js") < scripts.index(
+        "_static/vendor/d2l-sliders.js")  # fmt: skip
+    assert page_html.count(SLIDER_MARK) == 2 and sliders_program() not in page_html
+    served = html_dir / "_static" / "vendor" / "d2l-sliders.js"
+    assert served.read_text() == SLIDERS_JS.read_text()
+
+    handler = functools.partial(_Quiet, directory=str(html_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        problems: list[str] = []
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        page, (first, second) = _open_slider_page(browser, url, problems)
+        move_slider(page, first, 0, 1)
+        move_slider(page, first, 1, 1)
+        state = figure_state(page, first)
+        assert [(t["index"], t["type"]) for t in state["visible"]] == [(6, "heatmap"),
+                                                                        (7, "scatter")]
+        assert state["visible"][0]["z"] == [[3, 4], [5, 6]]
+        assert readout(page, first).endswith("case 3")
+        move_slider(page, second, 0, 1)
+        assert figure_state(page, second)["visible"][0]["y"] == [3, 1]
+        page.close()
+        assert not problems, "\n".join(problems)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass

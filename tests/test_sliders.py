@@ -6,12 +6,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.util
 import itertools
 import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import threading
+import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +25,21 @@ import plotly.graph_objects as go
 import pytest
 
 from d2lcore.grid import GridResults, grid_configs
-from d2lcore.sliders import format_value, readout, slider_figure, trace_slider_figure
+from d2lcore.plotting import script_json
+from d2lcore.sliders import (
+    SLIDERS_JS,
+    default_fig_id,
+    describe_config,
+    format_value,
+    readout,
+    slider_figure,
+    sliders_program,
+    trace_slider_figure,
+)
 from d2lcore.train import History, RunResult
 
 from .browser_helpers import (
+    axis_ranges,
     diverged_marks,
     drag_slider,
     figure_state,
@@ -187,9 +203,10 @@ def _plotly_call(html: str) -> tuple[list, dict]:
     return data, layout
 
 
-def _script_spec(html: str) -> dict:
-    start = html.index("var S = ") + len("var S = ")
-    return json.JSONDecoder().raw_decode(html, start)[0]
+def _script_spec(html: str, fig_id: str) -> dict:
+    """The spec the figure's script hands to ``d2lSliders.attach``."""
+    call = f"window.d2lSliders.attach('{fig_id}', "
+    return json.JSONDecoder().raw_decode(html, html.index(call) + len(call))[0]
 
 
 def test_html_is_offline_and_embeds_every_runs_history():
@@ -207,7 +224,7 @@ def test_html_is_offline_and_embeds_every_runs_history():
         assert close(data[3 * k + 1]["y"], h.val_loss)
         assert close(data[3 * k + 2]["y"], h.val_acc)
     assert [s["name"] for s in layout["sliders"]] == list(AXES)
-    spec = _script_spec(html)
+    spec = _script_spec(html, sf.fig_id)
     assert spec["id"] == sf.fig_id and spec["names"] == list(AXES)
     assert spec["values"] == [[format_value(v) for v in vs] for vs in AXES.values()]
     assert spec["readouts"] == [readout(r) for r in grid.runs]
@@ -417,11 +434,11 @@ def test_trace_figure_keeps_each_configurations_traces_in_grid_order():
     assert [t.visible for t in fig.data] == [k // 2 == shown for k in range(12)]
     assert [s.name for s in fig.layout.sliders] == list(TRACE_AXES)
     assert [s.active for s in fig.layout.sliders] == [1, 1]
-    assert sf.spec["perConfig"] == 2 and sf.spec["divergedAnnotations"] == []
+    assert sf.spec.per_config == 2 and sf.spec.diverged_annotations == []
     # Each readout names its configuration (what the book's browser test checks) first.
-    assert sf.spec["readouts"][shown] == "<b>depth 5, initialization normal</b><br>case 4"
-    assert fig.layout.annotations[sf.spec["readoutAnnotation"]].text == sf.spec["readouts"][shown]
-    assert len(set(sf.spec["readouts"])) == 6
+    assert sf.spec.readouts[shown] == "<b>depth 5, initialization normal</b><br>case 4"
+    assert fig.layout.annotations[sf.spec.readout_annotation].text == sf.spec.readouts[shown]
+    assert len(set(sf.spec.readouts)) == 6
 
 
 def test_trace_figure_leaves_the_callers_traces_alone_and_checks_its_inputs():
@@ -459,3 +476,361 @@ def test_trace_figure_sliders_switch_traces_in_the_browser(tmp_path, browser):
             assert page_readout(page, sf.fig_id).endswith(f"case {k}")
         assert state["hash"] == f"#{sf.fig_id}:depth=5,init=zeros"
         assert errors == []
+
+
+# ----------------------------------------------------------------------------------
+# Any trace type, several panels, fixed ranges
+
+MAP_AXES = {"lr": [0.1, 1.0], "seed": [0, 1, 2]}
+MAP_X, MAP_Y = [-1.0, 0.0, 1.0, 2.0], [10.0, 20.0, 30.0]
+
+
+def map_z(k: int) -> list[list[float]]:
+    """A 3 x 4 map whose numbers say which configuration it belongs to."""
+    return [[10.0 * k + 4 * i + j for j in range(4)] for i in range(3)]
+
+
+def map_loss(k: int) -> list[float]:
+    return [5.0 - k * 0.5, 4.0 - k * 0.5, 3.5 - k * 0.5]
+
+
+def map_sets(kind=go.Heatmap) -> list[list]:
+    """Per configuration: a map (left panel) and a loss curve (right panel)."""
+    return [[kind(z=map_z(k), x=MAP_X, y=MAP_Y, name="decision function"),
+             go.Scatter(y=map_loss(k), x0=1, dx=1, mode="lines", name="train loss")]
+            for k in range(len(grid_configs(MAP_AXES)))]  # fmt: skip
+
+
+def make_map_figure(kind=go.Heatmap, **kwargs):
+    return trace_slider_figure(
+        MAP_AXES, map_sets(kind), title="Boundary and loss", panels=(1, 2),
+        trace_panels=[(1, 1), (1, 2)], panel_titles=["decision function", "loss"],
+        xaxis_title=["x₁", "epoch"], yaxis_title=["x₂", "loss"],
+        readouts=[f"map {k}" for k in range(6)], **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [go.Heatmap, go.Contour])
+def test_a_map_beside_a_curve_reaches_the_page_for_every_configuration(kind):
+    sf = make_map_figure(kind, default={"lr": 1.0, "seed": 1})
+    fig = sf.figure
+    assert [t.type for t in fig.data] == [kind().type, "scatter"] * 6
+    assert [(t.xaxis, t.yaxis) for t in fig.data[:2]] == [("x", "y"), ("x2", "y2")]
+    shown = grid_configs(MAP_AXES).index({"lr": 1.0, "seed": 1})
+    assert [t.visible for t in fig.data] == [k // 2 == shown for k in range(12)]
+    data, layout = _plotly_call(sf.to_html())
+    for k in range(6):
+        assert data[2 * k]["z"] == map_z(k) and data[2 * k + 1]["y"] == map_loss(k)
+    assert [layout["xaxis"]["title"]["text"], layout["xaxis2"]["title"]["text"]] == [
+        "x₁", "epoch"]  # fmt: skip
+    assert layout["yaxis2"]["title"]["text"] == "loss"
+    # The panels' titles come first; the readout is the annotation after them.
+    titles = [a["text"] for a in layout["annotations"][:2]]
+    assert titles == ["decision function", "loss"]
+    assert sf.spec.readout_annotation == 2 and sf.spec.per_config == 2
+    assert layout["annotations"][2]["text"] == sf.spec.readouts[shown]
+
+
+def test_traces_may_name_their_panels_and_be_dicts():
+    sets = [[{"type": "heatmap", "z": map_z(k)},
+             go.Scatter(y=map_loss(k), xaxis="x2", yaxis="y2", name="loss")]
+            for k in range(6)]  # fmt: skip
+    fig = trace_slider_figure(MAP_AXES, sets, title="t", panels=(1, 2), xaxis_title="x",
+                              yaxis_title="y").figure  # fmt: skip
+    assert [(t.type, t.xaxis, t.yaxis) for t in fig.data[:2]] == [
+        ("heatmap", None, None), ("scatter", "x2", "y2")]  # fmt: skip
+    assert fig.layout.xaxis2.title.text == "x"
+    with pytest.raises(ValueError, match="outside"):
+        trace_slider_figure(MAP_AXES, map_sets(), title="t", trace_panels=[(1, 1), (1, 2)],
+                            xaxis_title="x", yaxis_title="y")  # fmt: skip
+    with pytest.raises(ValueError, match="panels"):
+        trace_slider_figure(MAP_AXES, map_sets(), title="t", panels=(1, 2),
+                            xaxis_title=["one"], yaxis_title="y")  # fmt: skip
+
+
+def test_an_image_per_configuration():
+    sets = [[go.Image(z=[[[k, 0, 0], [0, k, 0]], [[0, 0, k], [k, k, k]]])] for k in range(6)]
+    sf = trace_slider_figure(MAP_AXES, sets, title="Filters", xaxis_title="column",
+                             yaxis_title="row", fixed_ranges=True)  # fmt: skip
+    data, _ = _plotly_call(sf.to_html())
+    assert [d["z"][1][1] for d in data] == [[k, k, k] for k in range(6)]
+    assert sf.figure.layout.xaxis.range == (-0.5, 1.5)  # cells, edge to edge
+    assert sf.figure.layout.yaxis.range is None  # plotly points an image's y axis down
+
+
+def test_fixed_ranges_cover_every_configuration():
+    free = make_map_figure().figure
+    assert free.layout.xaxis2.range is None and free.data[0].zmin is None
+    fig = make_map_figure(fixed_ranges=True).figure
+    # The map's cells reach half a step beyond the outer coordinates.
+    assert fig.layout.xaxis.range == (-1.5, 2.5) and fig.layout.yaxis.range == (5.0, 35.0)
+    # Curves get plotly's 5% margin around every configuration's points.
+    losses = [y for k in range(6) for y in map_loss(k)]
+    low, high = min(losses), max(losses)
+    pad = 0.05 * (high - low)
+    assert fig.layout.yaxis2.range == pytest.approx((low - pad, high + pad))
+    assert fig.layout.xaxis2.range == pytest.approx((0.9, 3.1))
+    # One colour scale for every configuration's map.
+    zs = [z for k in range(6) for row in map_z(k) for z in row]
+    assert {(t.zmin, t.zmax) for t in fig.data[::2]} == {(min(zs), max(zs))}
+    assert all(t.type == "scatter" for t in fig.data[1::2])  # curves have no colour range
+
+
+def test_fixed_ranges_keep_what_the_caller_set():
+    sets = map_sets()
+    for trace_set in sets:
+        trace_set[0].update(zmin=-1, zmax=1)
+    fig = trace_slider_figure(MAP_AXES, sets, title="t", panels=(1, 2),
+                              trace_panels=[(1, 1), (1, 2)], xaxis_title="x",
+                              yaxis_title="y", log_y=True, fixed_ranges=True).figure  # fmt: skip
+    assert {(t.zmin, t.zmax) for t in fig.data[::2]} == {(-1, 1)}
+    # A log axis' range is in decades.
+    losses = [y for k in range(6) for y in map_loss(k)]
+    low, high = math.log10(min(losses)), math.log10(max(losses))
+    pad = 0.05 * (high - low)
+    assert fig.layout.yaxis2.range == pytest.approx((low - pad, high + pad))
+    # slider_figure: epochs are fixed already; the losses and accuracies now too.
+    grid = make_grid()
+    sf = slider_figure(grid, title="MLP", fixed_ranges=True)
+    assert sf.figure.layout.xaxis.range == (0.8, NUM_EPOCHS + 0.2)
+    top = max(y for r in grid.runs for y in r.history.val_loss)
+    assert sf.figure.layout.yaxis.range[1] > top
+    assert slider_figure(grid, title="MLP").figure.layout.yaxis.range is None
+
+
+def test_fixed_ranges_leave_category_axes_to_plotly():
+    sets = [[go.Bar(x=["a", "b"], y=[k, 2 * k])] for k in range(6)]
+    fig = trace_slider_figure(MAP_AXES, sets, title="t", xaxis_title="x", yaxis_title="y",
+                              fixed_ranges=True).figure  # fmt: skip
+    assert fig.layout.xaxis.range is None
+    assert fig.layout.yaxis.range == pytest.approx((-0.5, 10.5))
+
+
+@pytest.mark.browser
+def test_moving_a_slider_shows_each_configurations_map(tmp_path, browser):
+    sf = make_map_figure(default={"lr": 0.1, "seed": 0}, fixed_ranges=True)
+    with serve_page(tmp_path, sf.to_html()) as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        wait_for_plots(page)
+        ranges = axis_ranges(page, sf.fig_id)
+        for lr_step, seed_step in [(1, 0), (1, 2), (0, 1)]:
+            move_slider(page, sf.fig_id, 0, lr_step)
+            move_slider(page, sf.fig_id, 1, seed_step)
+            k = lr_step * 3 + seed_step
+            state = figure_state(page, sf.fig_id)
+            assert [t["index"] for t in state["visible"]] == [2 * k, 2 * k + 1]
+            assert state["visible"][0]["type"] == "heatmap"
+            assert state["visible"][0]["z"] == map_z(k)
+            assert state["visible"][1]["y"] == map_loss(k)
+            assert page_readout(page, sf.fig_id).endswith(f"map {k}")
+            assert axis_ranges(page, sf.fig_id) == ranges  # nothing rescaled
+        assert errors == []
+
+
+# ----------------------------------------------------------------------------------
+# Hostile text: nothing a page embeds can end the <script> block
+
+HOSTILE = "</script><script>window.__pwned = 1</script><!--"
+HOSTILE_IMG = '<img src=x onerror="window.__pwned = 2">\u2028&amp;'
+
+
+def hostile_figure():
+    axes = {f"lr{HOSTILE}": [0.1, 1.0], "init": [f"a{HOSTILE}", f"b{HOSTILE_IMG}"]}
+    sets = [[go.Scatter(y=[k, k + 1], name=f"curve {HOSTILE}")] for k in range(4)]
+    return trace_slider_figure(
+        axes, sets, title=f"Title {HOSTILE}", xaxis_title=f"x {HOSTILE}", yaxis_title="y",
+        readouts=[f"readout {k} {HOSTILE}{HOSTILE_IMG}" for k in range(4)],
+        axis_labels={"init": f"label {HOSTILE}"},
+    )  # fmt: skip
+
+
+def test_script_json_escapes_what_would_end_a_script_block():
+    text = script_json({"a": "</script>&\u2028\u2029<!--", "b": ["α"]})
+    for raw in ("<", ">", "&", "\u2028", "\u2029"):
+        assert raw not in text
+    assert json.loads(text) == {"a": "</script>&\u2028\u2029<!--", "b": ["α"]}
+
+
+def test_hostile_values_stay_inside_the_script_block():
+    sf = hostile_figure()
+    html = sf.to_html()
+    # One <script> block, opened and closed once: no value ended it or opened another.
+    assert html.count("<script") == 1 and html.lower().count("</script") == 1
+    assert "<!--" not in html and "\u2028" not in html
+    spec = _script_spec(html, sf.fig_id)
+    assert spec["names"][0] == f"lr{HOSTILE}"
+    assert spec["values"][1] == [f"a{HOSTILE}", f"b{HOSTILE_IMG}"]
+    assert spec["readouts"][0].endswith(f"readout 0 {HOSTILE}{HOSTILE_IMG}")
+    # The configuration's own text is escaped for plotly's HTML subset; it reads as typed.
+    assert "label &lt;/script&gt;" in spec["readouts"][0]
+    assert re.fullmatch(r"[a-z][a-z0-9-]*", sf.fig_id)
+
+
+@pytest.mark.browser
+def test_hostile_values_render_and_run_nothing_in_the_browser(tmp_path, browser):
+    sf = hostile_figure()
+    with serve_page(tmp_path, sf.to_html()) as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        wait_for_plots(page)
+        move_slider(page, sf.fig_id, 1, 1)
+        move_slider(page, sf.fig_id, 0, 1)
+        state = figure_state(page, sf.fig_id)
+        assert [t["index"] for t in state["visible"]] == [3]
+        assert f"readout 3 {HOSTILE}" in page_readout(page, sf.fig_id)
+        page.wait_for_timeout(200)  # an injected image's onerror would have fired by now
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.evaluate("() => document.querySelectorAll('img').length") == 0
+        assert errors == []
+
+
+# ----------------------------------------------------------------------------------
+# Ids
+
+
+def test_default_ids_differ_where_titles_differ_only_in_letters_the_slug_drops():
+    axes = {"lr": [0.1, 1.0]}
+    ids = {default_fig_id(t, axes) for t in ["Loss (α)", "Loss (β)", "Loss"]}
+    assert len(ids) == 3
+    long = "A title that goes on for longer than the slug keeps, "
+    assert default_fig_id(long + "one", axes) != default_fig_id(long + "two", axes)
+    assert default_fig_id("t", {"lr": [1]}) != default_fig_id("t", {"dropout": [1]})
+    # Values are left out: a profile that trains other values keeps the links.
+    assert default_fig_id("t", {"lr": [1]}) == default_fig_id("t", {"lr": [2, 3]})
+    assert all(re.fullmatch(r"[a-z][a-z0-9-]*", i) for i in ids)
+    assert re.fullmatch(r"fig-[a-z0-9-]+", default_fig_id("2-D playground", axes))
+
+
+def test_default_ids_are_the_same_in_every_build():
+    # A fixed value: a digest of the text itself (no hash(), no process state).
+    assert default_fig_id("Loss (α)", {"lr": [0.1]}) == "loss-lr-64c80092"
+    fig = slider_figure(make_grid(), title="Loss (α)")
+    assert fig.fig_id == default_fig_id("Loss (α)", AXES)
+
+
+def test_describe_config_is_the_readouts_wording():
+    config = {"lr": 0.1, "dropout": 0.5, "init": "normal"}
+    assert describe_config(config) == "learning rate 0.1, dropout rate 0.5, initialization normal"
+    assert describe_config({"lr": 1e-5}, {"lr": "η"}) == "η 1e-05"
+    assert readout(make_grid().get(**DEFAULT)).startswith(f"<b>{describe_config(DEFAULT)}</b>")
+
+
+# ----------------------------------------------------------------------------------
+# sliders.js: a file of the package, served once per book page
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_offline_assets():
+    path = ROOT / "_ext" / "offline_assets.py"
+    spec = importlib.util.spec_from_file_location("offline_assets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeApp:
+    """What ``_ext/offline_assets.py`` uses of Sphinx's application."""
+
+    def __init__(self, outdir: Path | None = None, srcdir: Path | None = None):
+        self.js_files: list[tuple[str, int]] = []
+        self.outdir, self.srcdir = outdir, srcdir
+        self.builder = type("Builder", (), {"format": "html"})()
+        self.config = type("Config", (), {"offline_mathjax_dir": "mathjax"})()
+
+    def add_js_file(self, filename: str, priority: int = 500) -> None:
+        self.js_files.append((filename, priority))
+
+
+def test_the_script_is_a_file_of_the_package_and_the_figure_inlines_it():
+    program = SLIDERS_JS.read_text()
+    assert sliders_program() == program and "d2lSliders" in program
+    assert "</" not in program and "{plot_id}" not in program
+    html = slider_figure(make_grid(), title="MLP").to_html()
+    assert html.count(program) == 1  # for pages that do not load the file
+    assert "sliders.js" in tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["d2lcore"]  # fmt: skip
+
+
+def test_the_wheel_ships_the_script(tmp_path):
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "src" / "d2lcore", tmp_path / "src" / "d2lcore",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    build = "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"
+    done = subprocess.run([sys.executable, "-c", build], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    wheel = tmp_path / "dist" / done.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("d2lcore/sliders.js").decode() == SLIDERS_JS.read_text()
+
+
+def test_the_book_serves_the_script_once_and_drops_the_inline_copies(tmp_path):
+    assets = load_offline_assets()
+    assert assets.SLIDERS_JS.resolve() == SLIDERS_JS.resolve()
+    figures = [slider_figure(make_grid(), title=t).to_html() for t in ("One", "Two")]
+    context = {"body": "".join(figures)}
+    app = FakeApp()
+    assets._add_plotly(app, "page", "page.html", context, None)
+    assert app.js_files == [("vendor/plotly.min.js", 200), ("vendor/d2l-sliders.js", 201)]
+    assert sliders_program() not in context["body"]
+    assert context["body"].count("window.d2lSliders.attach(") == 2
+    # A page with plotly figures and no sliders gets plotly.js alone.
+    plain = {"body": go.Figure().to_html(include_plotlyjs=False, full_html=False)}
+    app = FakeApp()
+    assets._add_plotly(app, "page", "page.html", plain, None)
+    assert app.js_files == [("vendor/plotly.min.js", 200)]
+    # The file is copied beside plotly.js at the end of the build.
+    (tmp_path / "src" / "mathjax").mkdir(parents=True)
+    for part in assets.MATHJAX_PARTS:
+        target = tmp_path / "src" / "mathjax" / part
+        (target.parent if "." in part else target).mkdir(parents=True, exist_ok=True)
+        if "." in part:
+            target.write_text("")
+    app = FakeApp(outdir=tmp_path / "out", srcdir=tmp_path / "src")
+    assets._copy_assets(app, None)
+    served = tmp_path / "out" / "_static" / "vendor" / "d2l-sliders.js"
+    assert served.read_text() == sliders_program()
+
+
+@pytest.mark.browser
+def test_figures_work_with_the_served_script_and_with_both(tmp_path, browser):
+    shutil.copy(SLIDERS_JS, tmp_path / "d2l-sliders.js")
+    first = slider_figure(make_grid(), title="MLP", default=DEFAULT)
+    second = make_trace_figure(default={"depth": 2, "init": "zeros"})
+    stripped = first.to_html().replace(sliders_program(), "")
+    body = (f'<script src="d2l-sliders.js"></script>{stripped}'
+            f"{second.to_html()}")  # the second still carries its copy: it must do nothing
+    with serve_page(tmp_path, body) as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        loaded: list[str] = []
+        page.on("request", lambda r: loaded.append(r.url.rsplit("/", 1)[-1]))
+        page.goto(url)
+        wait_for_plots(page)
+        move_slider(page, first.fig_id, 0, 2)
+        _expect(page, first.fig_id, make_grid(), {**DEFAULT, "lr": 1.0})
+        move_slider(page, second.fig_id, 1, 2)
+        assert page_readout(page, second.fig_id).endswith("case 2")
+        assert loaded.count("d2l-sliders.js") == 1
+        assert errors == []
+
+
+def test_a_contours_range_is_its_extent():
+    fig = make_map_figure(go.Contour, fixed_ranges=True).figure
+    assert fig.layout.xaxis.range == (-1.0, 2.0) and fig.layout.yaxis.range == (10.0, 30.0)
+    zs = [z for k in range(6) for row in map_z(k) for z in row]
+    assert {(t.zmin, t.zmax) for t in fig.data[::2]} == {(min(zs), max(zs))}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node to parse sliders.js")
+def test_sliders_js_is_valid_javascript():
+    done = subprocess.run(["node", "--check", str(SLIDERS_JS)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

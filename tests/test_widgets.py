@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import pytest
 
+from d2lcore.sliders import describe_config
 from d2lcore.train import EpochHook, History, RunResult
 from d2lcore.widgets import LiveControls, live_controls
 
@@ -196,3 +197,14 @@ def test_a_num_epochs_axis_sets_the_length_of_the_progress_bar():
     controls.train()
     assert maxima == [NUM_EPOCHS] * NUM_EPOCHS
     assert controls.status.value.startswith("learning rate 0.01, dropout rate 0, ")
+
+
+def test_the_status_describes_the_run_as_the_slider_readouts_do():
+    trainer = FakeTrainer()
+    controls = make(trainer, labels={"lr": "step size"})
+    controls.train()
+    config = {"lr": 0.1, "dropout": 0.0, "init": "xavier_normal"}
+    what = describe_config(config, {"lr": "step size"})
+    assert what == "step size 0.1, dropout rate 0, initialization xavier_normal"
+    assert controls.status.value.startswith(f"{what}: train loss")
+    assert shown_figure(controls)["layout"]["title"]["text"] == what

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
@@ -161,3 +162,138 @@ def image_grid(
 def figure_json(fig: go.Figure) -> dict[str, Any]:
     """The figure as plain JSON data (what the browser receives)."""
     return json.loads(fig.to_json())
+
+
+# ----------------------------------------------------------------------------------
+# JSON inside a <script> block, and axis ranges that hold still
+
+# In a <script> block, "</script>" ends the block whatever JavaScript thinks of it, "<!--"
+# changes how it is parsed, and U+2028/U+2029 end a line inside older engines' strings.
+# Inside JSON strings (the only place these characters can occur) an escape reads the same.
+_SCRIPT_ESCAPES = str.maketrans({
+    "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029",
+})  # fmt: skip
+
+
+def script_json(value: Any) -> str:
+    """``value`` as compact JSON that is safe to embed in an HTML ``<script>`` block."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.translate(_SCRIPT_ESCAPES)
+
+
+# Traces drawn as cells (each value fills a cell centred on its coordinate) and the
+# colour-scaled grids whose ``zmin``/``zmax`` fix_ranges shares. Both fill their extent
+# exactly: plotly's autorange leaves no margin around them.
+_CELL_TRACES = {"heatmap", "image"}
+_Z_TRACES = {"heatmap", "contour"}
+
+
+def _numbers(values: Any) -> np.ndarray | None:
+    """``values`` as a flat float array without NaNs, or ``None`` if they are not numbers
+    (category names, dates: leave such an axis to plotly)."""
+    if values is None:
+        return None
+    try:
+        array = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    return array[np.isfinite(array)]
+
+
+def _coords(trace: Any, axis: str, count: int) -> np.ndarray | None:
+    """A trace's coordinates along ``axis`` ("x" or "y"): given, or ``{axis}0 + d{axis}*i``."""
+    given = getattr(trace, axis, None)
+    if given is not None:
+        return _numbers(given)
+    start = getattr(trace, f"{axis}0", None)
+    step = getattr(trace, f"d{axis}", None)
+    start = 0.0 if start is None or isinstance(start, str) else float(start)
+    return start + (1.0 if step is None else float(step)) * np.arange(count)
+
+
+def _trace_extent(trace: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The x and y values a trace covers: its points, or the edges of its cells."""
+    kind = trace.type
+    if kind in _CELL_TRACES or kind in _Z_TRACES:
+        z = np.asarray(trace.z if trace.z is not None else [[]], dtype=object)
+        rows, cols = (z.shape[0], z.shape[1]) if z.ndim >= 2 else (0, 0)
+        xs, ys = _coords(trace, "x", cols), _coords(trace, "y", rows)
+        if kind in _CELL_TRACES:  # each cell reaches half a step beyond its centre
+            xs, ys = _cell_edges(xs), _cell_edges(ys)
+        return xs, ys
+    given = [g for g in (getattr(trace, "x", None), getattr(trace, "y", None)) if g is not None]
+    if not given:
+        return np.empty(0), np.empty(0)  # an empty trace (a run that diverged at once)
+    count = len(given[0])
+    return _coords(trace, "x", count), _coords(trace, "y", count)
+
+
+def _cell_edges(centres: np.ndarray | None) -> np.ndarray | None:
+    if centres is None or len(centres) == 0:
+        return centres
+    half = np.min(np.diff(np.sort(centres))) / 2 if len(centres) > 1 else 0.5
+    return np.array([centres.min() - half, centres.max() + half])
+
+
+def _axis_range(points: list[np.ndarray], cells: list[np.ndarray], log: bool) -> list[float] | None:
+    """A range over ``points`` with a 5% margin (as plotly's autorange leaves) and over
+    ``cells`` (edges of heat maps, extents of contours) exactly; in decades on a log axis."""
+    ends: list[float] = []
+    for arrays, margin in ((points, 0.05), (cells, 0.0)):
+        values = np.concatenate(arrays) if arrays else np.empty(0)
+        if log:
+            values = np.log10(values[values > 0])
+        if len(values) == 0:
+            continue
+        low, high = float(values.min()), float(values.max())
+        pad = margin * (high - low) if high > low else margin * 10 * (abs(low) or 1.0)
+        ends += [low - pad, high + pad]
+    return [min(ends), max(ends)] if ends else None
+
+
+def _axis_key(ref: str) -> str:
+    """The layout key of a trace's axis reference: ``x2`` -> ``xaxis2``."""
+    return f"{ref[0]}axis{ref[1:]}"
+
+
+def fix_ranges(fig: go.Figure, per_config: int) -> None:
+    """Fix every panel's x and y range, and each heat map's colour range, to cover all
+    of ``fig``'s traces, visible or not, so showing another set does not rescale.
+
+    Trace ``t`` plays the same part as trace ``t + per_config`` (a slider figure's
+    layout): traces of one part share ``zmin``/``zmax``. Ranges the figure already sets
+    (and colour ranges a trace sets) are kept. An axis with categories or dates is left
+    to plotly, and so is the y axis of an image (plotly points it down).
+    """
+    # axis reference ("x", "y2", ...) -> (point coordinates, cell edges), over all traces
+    spans: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    skip: set[str] = set()
+    z_values: dict[int, list[np.ndarray]] = {}
+    for t, trace in enumerate(fig.data):
+        if not hasattr(trace, "xaxis"):
+            continue  # pie, table, ...: no x/y axes
+        xs, ys = _trace_extent(trace)
+        for ref, values in ((trace.xaxis or "x", xs), (trace.yaxis or "y", ys)):
+            if values is None:
+                skip.add(ref)
+            else:
+                points, cells = spans.setdefault(ref, ([], []))
+                exact = trace.type in _CELL_TRACES or trace.type in _Z_TRACES
+                (cells if exact else points).append(values)
+        if trace.type == "image":
+            skip.add(trace.yaxis or "y")
+        if trace.type in _Z_TRACES and trace.zmin is None and trace.zmax is None:
+            z = _numbers(trace.z)
+            if z is not None and len(z):
+                z_values.setdefault(t % per_config, []).append(z)
+    for t, trace in enumerate(fig.data):
+        if t % per_config in z_values and trace.zmin is None and trace.zmax is None:
+            zs = np.concatenate(z_values[t % per_config])
+            trace.update(zmin=float(zs.min()), zmax=float(zs.max()))
+    for ref, (points, cells) in spans.items():
+        axis = fig.layout[_axis_key(ref)]
+        if ref in skip or axis.range is not None or axis.autorange is not None:
+            continue
+        span = _axis_range(points, cells, axis.type == "log")
+        if span is not None:
+            axis.range = span

@@ -1,34 +1,41 @@
 """A static figure with one slider per grid axis, for the built book (no kernel).
 
-Every configuration of a :class:`~d2lcore.sweep.GridResults` gets its own set of
-traces in one plotly figure; only the selected configuration's set is visible.
-Plotly's own slider steps cannot combine several sliders, so the steps do nothing
-(``method: "skip"``) and a small script, run after ``Plotly.newPlot``, listens to
-``plotly_sliderchange``, works out the combination from every slider's position and
+Every configuration of a grid gets its own set of traces (any plotly trace type, in
+one or several panels) in one plotly figure; only the selected configuration's set is
+visible. Plotly's own slider steps cannot combine several sliders, so the steps do
+nothing (``method: "skip"``) and the page script ``sliders.js`` (beside this module),
+called after ``Plotly.newPlot`` as ``d2lSliders.attach(id, spec)``, listens to
+``plotly_sliderchange``, finds the configuration from every slider's position and
 shows it. The selection is mirrored into the page's URL hash
 (``#<fig_id>:lr=0.1,dropout=0.5``) so a link reopens the same configuration.
 
-plotly.js itself is not in the HTML: the book loads it once per page from a local
-file (see ``_ext/offline_assets.py``).
+Neither plotly.js nor ``sliders.js`` needs to be in the book's HTML: the book loads
+both once per page from local files (``_ext/offline_assets.py``). A figure's HTML also
+carries ``sliders.js`` inline, run only where the page has not loaded it (a notebook
+shown outside the book); the book removes that copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
-import json
+import html
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.basedatatypes import BaseTraceType
 from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from d2lcore.grid import AxisValue, Grid, GridResults, grid_configs
-from d2lcore.plotting import PLOT_CONFIG
+from d2lcore.plotting import PLOT_CONFIG, fix_ranges, script_json
 from d2lcore.train import History, RunResult
 
 #: What a slider changes, for the axis names the book uses; others read "weight decay"
@@ -81,12 +88,17 @@ def _slug(text: str) -> str:
 
 
 def default_fig_id(title: str, axes: Mapping[str, Any]) -> str:
-    """A stable id from the title and axis names (same inputs, same id, every build)."""
-    slug = "-".join(filter(None, [_slug(title)[:40], *(_slug(n) for n in axes)]))
+    """A stable id from the title and axis names: a readable slug, then a short digest of
+    the full title and the names, so titles that differ only beyond the slug's 40
+    characters or in non-ASCII letters ("Loss (α)", "Loss (β)") get different ids.
+    The same inputs give the same id in every build; axis values are left out, so a
+    link still fits when a build profile trains other values."""
+    names = [str(n) for n in axes]
+    digest = hashlib.sha256("\x1f".join([title, *names]).encode()).hexdigest()[:8]
+    slug = "-".join(filter(None, [_slug(title)[:40], *(_slug(n)[:20] for n in names)]))
     if not slug or not slug[0].isalpha():
-        # An id must start with a letter; a digest keeps it stable and distinct.
-        slug = "fig-" + (slug or hashlib.sha1(title.encode()).hexdigest()[:8])
-    return slug
+        slug = "fig-" + slug  # an id starts with a letter
+    return f"{slug.rstrip('-')}-{digest}"
 
 
 def _round(xs: list[float], digits: int = 5) -> list[float]:
@@ -102,10 +114,18 @@ def _fmt_acc(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def describe_config(
+    config: Mapping[str, AxisValue], labels: Mapping[str, str] | None = None
+) -> str:
+    """A configuration in words: "learning rate 0.1, dropout rate 0.5". The one place
+    that says it, for the slider readouts and the live controls alike."""
+    return ", ".join(f"{axis_label(k, labels)} {format_value(v)}" for k, v in config.items())
+
+
 def readout(run: RunResult, labels: Mapping[str, str] | None = None) -> str:
     """The text above the panels for one configuration: its final numbers, or where it
     diverged. Up to three lines of plotly's HTML subset."""
-    config = ", ".join(f"{axis_label(k, labels)} {format_value(v)}" for k, v in run.config.items())
+    config = html.escape(describe_config(run.config, labels), quote=False)
     h = run.history
     if h.diverged:
         line = (f"diverged at epoch {h.diverged_epoch} (the loss stopped being a finite "
@@ -127,21 +147,65 @@ def _diverged_text(h: History) -> str:
     return f"diverged at epoch {h.diverged_epoch}" if h.diverged else ""
 
 
+#: The page script, a static file beside this module (package data).
+SLIDERS_JS = Path(__file__).with_name("sliders.js")
+
+
+@functools.cache
+def sliders_program() -> str:
+    """The text of ``sliders.js``: what the book serves once per page, and what a figure
+    carries inline for pages that do not load it."""
+    text = SLIDERS_JS.read_text(encoding="utf-8")
+    if re.search(r"</script|<!--", text, re.IGNORECASE):
+        raise ValueError(f"{SLIDERS_JS} cannot be inlined in a <script> block")
+    return text
+
+
+@dataclass(frozen=True)
+class SliderSpec:
+    """What the page script needs to switch one figure's configurations (its JSON is
+    the second argument of ``d2lSliders.attach``).
+
+    Trace ``t`` belongs to configuration ``t // per_config``; the configuration at
+    slider positions ``a`` is ``sum(a[i] * strides[i])``, with the strides of
+    :class:`~d2lcore.grid.Grid` (the script never computes the order on its own).
+    """
+
+    id: str  #: the div id and the URL-hash key
+    names: list[str]  #: axis names, one slider each
+    values: list[list[str]]  #: each axis' step labels (as in the URL hash)
+    strides: list[int]  #: from :attr:`Grid.strides`
+    per_config: int  #: traces per configuration
+    readouts: list[str]  #: the readout text of each configuration
+    diverged: list[str]  #: "diverged at epoch n" or "" per configuration
+    readout_annotation: int  #: the index of the readout in ``layout.annotations``
+    diverged_annotations: list[int]  #: the panels' "diverged" marks
+
+    def to_json(self) -> str:
+        """The spec as JSON that is safe inside a ``<script>`` block."""
+        return script_json(dataclasses.asdict(self))
+
+
 @dataclass
 class SliderFigure:
     """A grid's figure with its sliders; shows itself in Jupyter and in the book.
 
     ``figure`` is the plotly figure (the default configuration visible); ``spec`` is
-    what the page script needs (axis names and values, readouts, annotation indices).
+    what the page script needs.
     """
 
     figure: go.Figure
     fig_id: str
-    spec: dict[str, Any]
+    spec: SliderSpec
 
     def script(self) -> str:
-        """The JavaScript run after ``Plotly.newPlot``; ``{plot_id}`` is the div's id."""
-        return _SCRIPT.replace("__SPEC__", json.dumps(self.spec, separators=(",", ":")))
+        """The JavaScript run after ``Plotly.newPlot``; ``{plot_id}`` is the div's id.
+
+        ``sliders.js`` first (it does nothing where the page has loaded it already),
+        then one call that attaches the sliders to this figure.
+        """
+        attach = f"window.d2lSliders.attach('{{plot_id}}', {self.spec.to_json()});"
+        return f"{sliders_program()}\n{attach}"
 
     def to_html(self) -> str:
         """The figure's ``div`` and scripts, without plotly.js (the page loads it)."""
@@ -173,6 +237,7 @@ def slider_figure(
     axis_labels: Mapping[str, str] | None = None,
     fig_id: str | None = None,
     log_y: bool = False,
+    fixed_ranges: bool = False,
 ) -> SliderFigure:
     """One figure with a trace set per configuration of ``results`` and a slider per axis.
 
@@ -185,6 +250,8 @@ def slider_figure(
         fig_id: the div id and URL-hash key; derived from the title and axis names if
             not given. Two figures with the same title and axes on one page need ids.
         log_y: draw the loss on a log scale (regression losses span many decades).
+        fixed_ranges: keep the y axes (loss, accuracy) still while the sliders move,
+            covering every configuration, so runs compare at a glance.
     """
     axes = {name: list(values) for name, values in results.axes.items()}
     texts = {name: _value_texts(name, values) for name, values in axes.items()}
@@ -252,6 +319,7 @@ def slider_figure(
         fig_id=fig_id, per_config=per_config, readouts=readouts, diverged=diverged,
         readout_annotation=first,
         diverged_annotations=list(range(first + 1, first + 1 + cols)),
+        fixed_ranges=fixed_ranges,
     )  # fmt: skip
 
 
@@ -269,166 +337,114 @@ def _finish_figure(
     diverged: list[str],
     readout_annotation: int,
     diverged_annotations: list[int],
+    fixed_ranges: bool,
+    rows: int = 1,
 ) -> SliderFigure:
     """Lay out a figure whose traces and annotations are in place (title, sliders stacked
     below the plot, legend, margins), check or derive its id and build the page
     script's spec: the part :func:`slider_figure` and :func:`trace_slider_figure` share.
 
     ``readouts`` and ``diverged`` hold a text per configuration; the annotation indices
-    say which of ``fig``'s annotations the page script rewrites.
+    say which of ``fig``'s annotations the page script rewrites; ``rows`` of panels
+    share the plot area's height.
     """
     names = list(axes)
+    plot_h = _PLOT_H * rows
     bottom = _BELOW_PLOT + len(names) * _SLIDER_H
     fig.update_layout(
         title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
-        sliders=_sliders(axes, texts, active, axis_labels),
-        height=_TOP + _PLOT_H + bottom,
+        sliders=_sliders(axes, texts, active, axis_labels, plot_h),
+        height=_TOP + plot_h + bottom,
         margin={"t": _TOP, "b": bottom, "l": 60, "r": 20},
         # A row of its own between the title and the readout.
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / _PLOT_H,
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / plot_h,
                 "yanchor": "bottom"},
         showlegend=True,  # also when a configuration has a single trace
         template="plotly_white",
     )  # fmt: skip
+    if fixed_ranges:
+        fix_ranges(fig, per_config)
     fig_id = fig_id or default_fig_id(title, axes)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", fig_id):
         raise ValueError(f"fig_id {fig_id!r}: use letters, digits, '-' and '_' only")
-    spec = {
-        "id": fig_id,
-        "names": names,
-        "values": [texts[n] for n in names],
-        # The grid's order, from Grid: the script never computes it on its own.
-        "strides": Grid(axes).strides,
-        "perConfig": per_config,
-        "readouts": readouts,
-        "diverged": diverged,
-        "readoutAnnotation": readout_annotation,
-        "divergedAnnotations": diverged_annotations,
-    }
+    spec = SliderSpec(
+        id=fig_id, names=names, values=[texts[n] for n in names],
+        strides=Grid(axes).strides, per_config=per_config, readouts=readouts,
+        diverged=diverged, readout_annotation=readout_annotation,
+        diverged_annotations=diverged_annotations,
+    )  # fmt: skip
     return SliderFigure(figure=fig, fig_id=fig_id, spec=spec)
-
-
-# Runs inside ``Plotly.newPlot(...).then(...)``; plotly.py puts the div's id in {plot_id}.
-_SCRIPT = """
-var gd = document.getElementById('{plot_id}');
-var S = __SPEC__;
-var sizes = S.values.map(function (v) { return v.length; });
-var shown = -1;
-function actives() {
-  return gd.layout.sliders.map(function (s) { return s.active || 0; });
-}
-function flat(a) {
-  var k = 0;
-  for (var i = 0; i < a.length; i++) { k += a[i] * S.strides[i]; }
-  return k;
-}
-function show(a, moveSliders) {
-  var k = flat(a);
-  if (k === shown && !moveSliders) { return; }
-  shown = k;
-  var n = sizes.reduce(function (x, y) { return x * y; }, 1) * S.perConfig;
-  var vis = [];
-  for (var t = 0; t < n; t++) { vis.push(Math.floor(t / S.perConfig) === k); }
-  var lay = {};
-  lay['annotations[' + S.readoutAnnotation + '].text'] = S.readouts[k];
-  S.divergedAnnotations.forEach(function (j) {
-    lay['annotations[' + j + '].text'] = S.diverged[k];
-    lay['annotations[' + j + '].visible'] = S.diverged[k] !== '';
-  });
-  if (moveSliders) {
-    a.forEach(function (v, i) { lay['sliders[' + i + '].active'] = v; });
-  }
-  Plotly.update(gd, {visible: vis}, lay);
-}
-function hashParts() {
-  var h = window.location.hash.replace(/^#/, '');
-  return h ? h.split('&') : [];
-}
-function mine(part) { return part.indexOf(S.id + ':') === 0; }
-function fromHash() {
-  var part = hashParts().filter(mine)[0];
-  if (!part) { return null; }
-  var a = actives();
-  part.slice(S.id.length + 1).split(',').forEach(function (kv) {
-    var eq = kv.indexOf('=');
-    var name = kv.slice(0, eq), value = kv.slice(eq + 1);
-    try { name = decodeURIComponent(name); value = decodeURIComponent(value); } catch (e) {}
-    var i = S.names.indexOf(name);
-    if (i < 0) { return; }
-    var j = S.values[i].indexOf(value);
-    if (j < 0 && value !== '' && !isNaN(Number(value))) {
-      // 0.10 and 0.1 name the same learning rate.
-      j = S.values[i].map(Number).indexOf(Number(value));
-    }
-    if (j >= 0) { a[i] = j; }
-  });
-  return a;
-}
-function toHash(a) {
-  var part = S.id + ':' + S.names.map(function (name, i) {
-    return encodeURIComponent(name) + '=' + encodeURIComponent(S.values[i][a[i]]);
-  }).join(',');
-  var parts = hashParts(), found = false;
-  // Other figures' selections (and plain anchors) stay as they were.
-  parts = parts.map(function (p) { if (mine(p)) { found = true; return part; } return p; });
-  if (!found) { parts.push(part); }
-  var url = window.location.href.replace(/#.*$/, '') + '#' + parts.join('&');
-  if (window.history && window.history.replaceState) {
-    window.history.replaceState(window.history.state, '', url);
-  } else {
-    window.location.hash = parts.join('&');
-  }
-}
-function restore() {
-  var a = fromHash();
-  if (a) { show(a, true); }
-}
-gd.on('plotly_sliderchange', function (e) {
-  if (e && e.interaction === false) { return; }
-  var a = actives();
-  show(a, false);
-  toHash(a);
-});
-window.addEventListener('hashchange', restore);
-shown = flat(actives());
-restore();
-"""
 
 
 # ----------------------------------------------------------------------------------
 # Any precomputed trace sets, not only training histories
 
+Trace: TypeAlias = BaseTraceType | Mapping[str, Any]
+Panel: TypeAlias = tuple[int, int]
+
+
+def _copy_trace(trace: Trace) -> BaseTraceType:
+    """A new trace object (the caller's stays as it was); a dict names its ``type``."""
+    if isinstance(trace, BaseTraceType):
+        return type(trace)(trace)
+    return go.Figure(data=[dict(trace)]).data[0]
+
+
+def _per_panel(titles: str | Sequence[str], count: int, what: str) -> list[str]:
+    if isinstance(titles, str):
+        return [titles] * count
+    if len(titles) != count:
+        raise ValueError(f"{len(titles)} {what} for {count} panels")
+    return list(titles)
+
 
 def trace_slider_figure(
     axes: Mapping[str, Sequence[AxisValue]],
-    traces: Sequence[Sequence[go.Scatter]],
+    traces: Sequence[Sequence[Trace]],
     *,
     title: str,
-    xaxis_title: str,
-    yaxis_title: str,
+    xaxis_title: str | Sequence[str],
+    yaxis_title: str | Sequence[str],
     readouts: Sequence[str] | None = None,
     default: Mapping[str, AxisValue] | None = None,
     axis_labels: Mapping[str, str] | None = None,
     fig_id: str | None = None,
     log_y: bool = False,
+    panels: Panel = (1, 1),
+    trace_panels: Sequence[Panel] | None = None,
+    panel_titles: Sequence[str] | None = None,
+    fixed_ranges: bool = False,
 ) -> SliderFigure:
     """One figure with a slider per axis that switches between precomputed trace sets:
-    :func:`slider_figure` for results that are not training histories (statistics
-    per layer, a function per activation, ...). Same page script, URL hash and readout.
+    :func:`slider_figure` for results that are not training histories (a decision
+    boundary, an attention map, statistics per layer, a function per activation, ...).
+    Same page script, URL hash and readout.
 
     Args:
         axes: each axis' values, e.g. ``{"depth": [10, 20], "init": ["zeros", ...]}``.
-        traces: one list of traces per configuration, in :func:`~d2lcore.sweep.grid_configs`
+        traces: one list of traces per configuration, in :class:`~d2lcore.grid.Grid`
             order (the last axis varies fastest); every list has the same length, and
-            trace ``t`` of every list plays the same part (same name in the legend).
+            trace ``t`` of every list plays the same part (same name in the legend, same
+            panel). Any plotly trace (``go.Scatter``, ``go.Heatmap``, ``go.Contour``,
+            ``go.Image``, ...) or a dict with its ``type``.
         title: the figure's title.
-        xaxis_title, yaxis_title: the axes' titles, with units.
+        xaxis_title, yaxis_title: the axes' titles, with units: one for every panel, or
+            one per panel (row by row).
         readouts: a line (plotly's HTML subset) per configuration, shown under the
             configuration's values above the plot.
         default: the configuration shown first (axes left out take their first value).
         axis_labels: what each slider changes.
         fig_id: the div id and URL-hash key (derived from the title and axis names).
-        log_y: a logarithmic y axis.
+        log_y: logarithmic y axes.
+        panels: ``(rows, cols)`` of panels (subplots), e.g. ``(1, 2)`` for a heat map
+            beside a loss curve.
+        trace_panels: the ``(row, col)`` (from 1) of trace ``t`` of every set; without
+            it, traces stay on the axes they name (``xaxis="x2"``), the first panel by
+            default.
+        panel_titles: a title above each panel (row by row).
+        fixed_ranges: fix each panel's x and y ranges, and each heat map's colour range
+            (``zmin``/``zmax``, shared by trace ``t`` of every set), to cover every
+            configuration, so moving a slider does not rescale the plot.
     """
     grid_axes = {name: list(values) for name, values in axes.items()}
     configs = grid_configs(grid_axes)
@@ -439,34 +455,51 @@ def trace_slider_figure(
         raise ValueError("every configuration needs the same, non-zero number of traces")
     if readouts is not None and len(readouts) != len(configs):
         raise ValueError(f"{len(readouts)} readouts for {len(configs)} configurations")
+    rows, cols = panels
+    if trace_panels is not None and len(trace_panels) != per_config:
+        raise ValueError(f"{len(trace_panels)} trace panels for {per_config} traces a set")
+    for row, col in trace_panels or []:
+        if not (1 <= row <= rows and 1 <= col <= cols):
+            raise ValueError(f"panel ({row}, {col}) is outside the {rows} x {cols} panels")
     texts = {name: _value_texts(name, values) for name, values in grid_axes.items()}
     active = _active_steps(grid_axes, default)
     shown = _config_index(grid_axes, active)
 
-    fig = go.Figure()
+    several = rows * cols > 1
+    fig = (make_subplots(rows=rows, cols=cols, subplot_titles=panel_titles,
+                         horizontal_spacing=0.12, vertical_spacing=0.18)
+           if several else go.Figure())  # fmt: skip
     for k, trace_set in enumerate(traces):
-        for trace in trace_set:
-            trace = go.Scatter(trace)  # a copy: the caller's traces stay as they were
-            trace.visible = k == shown
-            fig.add_trace(trace)
+        for t, trace in enumerate(trace_set):
+            copy = _copy_trace(trace)
+            copy.visible = k == shown
+            if trace_panels is not None and several:
+                fig.add_trace(copy, row=trace_panels[t][0], col=trace_panels[t][1])
+            else:
+                fig.add_trace(copy)
     lines = []
     for k, config in enumerate(configs):
-        what = ", ".join(
-            f"{axis_label(n, axis_labels)} {format_value(v)}" for n, v in config.items()
-        )
+        what = html.escape(describe_config(config, axis_labels), quote=False)
         extra = readouts[k] if readouts is not None else ""
         lines.append(f"<b>{what}</b>" + (f"<br>{extra}" if extra else ""))
+    first = len(fig.layout.annotations)  # after the panels' titles
     fig.add_annotation(
         name="readout", text=lines[shown], xref="paper", yref="paper", x=0, y=1, yshift=34,
         xanchor="left", yanchor="bottom", align="left", showarrow=False, font={"size": 13},
     )  # fmt: skip
-    fig.update_xaxes(title_text=xaxis_title)
-    fig.update_yaxes(title_text=yaxis_title, type="log" if log_y else "linear",
-                     exponentformat="power")  # fmt: skip
+    cells = [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]
+    x_titles = _per_panel(xaxis_title, len(cells), "x-axis titles")
+    y_titles = _per_panel(yaxis_title, len(cells), "y-axis titles")
+    for (row, col), x_title, y_title in zip(cells, x_titles, y_titles, strict=True):
+        where = {"row": row, "col": col} if several else {}
+        fig.update_xaxes(title_text=x_title, **where)
+        fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear",
+                         exponentformat="power", **where)  # fmt: skip
     return _finish_figure(
         fig, title=title, axes=grid_axes, texts=texts, active=active,
         axis_labels=axis_labels, fig_id=fig_id, per_config=per_config, readouts=lines,
-        diverged=[""] * len(configs), readout_annotation=0, diverged_annotations=[],
+        diverged=[""] * len(configs), readout_annotation=first, diverged_annotations=[],
+        fixed_ranges=fixed_ranges, rows=rows,
     )  # fmt: skip
 
 
@@ -498,6 +531,7 @@ def _sliders(
     texts: Mapping[str, list[str]],
     active: list[int],
     axis_labels: Mapping[str, str] | None,
+    plot_h: int = _PLOT_H,
 ) -> list[dict[str, Any]]:
     """plotly slider specs, one per axis, stacked below the plot (as :func:`slider_figure`
     lays them out); the page script does the switching (``method: skip``)."""
@@ -509,7 +543,7 @@ def _sliders(
                              "font": {"size": 13}},
             "steps": [{"label": t, "value": t, "method": "skip"} for t in texts[name]],
             "x": 0.02, "len": 0.96, "xanchor": "left",  # room for the end labels
-            "y": -(_BELOW_PLOT + i * _SLIDER_H) / _PLOT_H, "yanchor": "top",
+            "y": -(_BELOW_PLOT + i * _SLIDER_H) / plot_h, "yanchor": "top",
             "pad": {"t": 0, "b": 0},
             "name": name,
         })  # fmt: skip

@@ -18,7 +18,7 @@ import ipywidgets as widgets
 
 from d2lcore.grid import AxisValue
 from d2lcore.plotting import PLOT_CONFIG, BookRenderer, plot_history
-from d2lcore.sliders import axis_label, format_value
+from d2lcore.sliders import axis_label, describe_config, format_value
 from d2lcore.train import EpochHook, History, RunResult
 
 TrainFn = Callable[[dict[str, AxisValue], EpochHook], RunResult]
@@ -52,10 +52,6 @@ def _control(
         return widgets.ToggleButtons(options=options, value=value, description=f"{label}:",
                                      style=style)  # fmt: skip
     return widgets.Dropdown(options=options, value=value, description=f"{label}:", style=style)
-
-
-def _describe(config: Mapping[str, AxisValue], labels: Mapping[str, str] | None) -> str:
-    return ", ".join(f"{axis_label(k, labels)} {format_value(v)}" for k, v in config.items())
 
 
 class LiveControls:
@@ -182,7 +178,7 @@ class LiveControls:
         epochs = self.num_epochs or config.get("num_epochs")
         self.progress.max = epochs if isinstance(epochs, int) and epochs > 0 else 1
         self._total = self.progress.max if epochs else None
-        self.status.value = f"Training {_describe(config, self.labels)} ..."
+        self.status.value = f"Training {describe_config(config, self.labels)} ..."
         start = time.perf_counter()
         try:
             result = self.train_fn(dict(config), self._on_epoch_end)
@@ -200,7 +196,7 @@ class LiveControls:
 
     def _show(self, result: RunResult, config: Mapping[str, AxisValue], seconds: float) -> None:
         h = result.history
-        what = _describe(config, self.labels)
+        what = describe_config(config, self.labels)
         if h.diverged:
             self.progress.bar_style = "warning"
             self.status.value = (f"{what}: diverged at epoch {h.diverged_epoch} (the loss "
