@@ -176,6 +176,8 @@ def test_what_cannot_stack_says_why() -> None:
     example = torch.rand(1, 1, 12, 12)
     mlps = [MLP(144, (8,), 3), MLP(144, (9,), 3)]
     assert "differ" in str(why_not_stacked(mlps, example))
+    strides = [nn.Sequential(nn.Conv2d(1, 2, 3, stride=s), nn.Flatten()) for s in (1, 2)]
+    assert "differ" in str(why_not_stacked(strides, example))  # same weights, other layer
     drop = Dropout(0.5)
     twice = nn.Sequential(nn.Flatten(), nn.Linear(144, 8), drop, drop, nn.Linear(8, 3))
     assert "more than once" in str(why_not_stacked([twice, twice], example))

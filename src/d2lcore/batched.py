@@ -106,10 +106,14 @@ def dropout_calls(model: nn.Module, example: torch.Tensor) -> list[tuple[str, to
 
 
 def structure(model: nn.Module) -> tuple[object, ...]:
-    """What must be equal for models to stack: module types, parameter and buffer names,
-    shapes and dtypes."""
+    """What must be equal for models to stack: every module's type and settings (its
+    ``extra_repr``: strides, paddings, an activation's variant; a Dropout's rate may
+    differ), and the names, shapes and dtypes of the parameters and buffers."""
     return (
-        tuple((name, type(m)) for name, m in model.named_modules()),
+        tuple(
+            (name, type(m), "" if isinstance(m, Dropout) else m.extra_repr())
+            for name, m in model.named_modules()
+        ),
         tuple((n, t.shape, t.dtype) for n, t in model.named_parameters()),
         tuple((n, t.shape, t.dtype) for n, t in model.named_buffers()),
     )

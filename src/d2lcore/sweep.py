@@ -158,16 +158,18 @@ def train_grid(
     Configurations sharing ``batch_size``, ``num_epochs`` and ``optimizer`` whose
     models have the same layers (a dropout rate of 0 builds no dropout layer) train
     together with stacked weights (:func:`~d2lcore.batched.fit_stacked`); each equals
-    :func:`train_one` with its config up to float rounding. Where the spec's kind does
-    not stack on ``device`` (:meth:`ModelSpec.unstacked_reason`: the convolutional
-    kinds on the CPU, where stacking is slower) every configuration trains alone with
-    :func:`train_one`, whatever ``batched`` says. A diverged configuration is marked in
-    its history and the others go on.
+    :func:`train_one` with its config up to float rounding. Where the spec's kind is
+    slower stacked on ``device`` (:meth:`ModelSpec.unstacked_reason`: the convolutional
+    kinds on the CPU) every configuration trains alone with :func:`train_one`, unless
+    ``batched=True``. A diverged configuration is marked in its history and the others
+    go on.
 
     Args:
         data: tensors, or the loaders of :func:`~d2lcore.data.fashion_mnist_loaders`.
-        batched: ``False`` trains one configuration at a time with :func:`train_one`;
-            ``None`` or ``True`` batches where ``spec`` can be batched.
+        batched: ``None`` stacks where the kind's entry says it is faster on
+            ``device``; ``True`` stacks wherever the models can stack (to measure it,
+            as ``benchmarks/bench_grid.py`` does); ``False`` trains one configuration
+            at a time with :func:`train_one`.
         cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
             path keeps them there, ``False`` always trains. The key covers the spec,
             axes, base config, data, the training code, the device type and torch's
@@ -185,7 +187,11 @@ def train_grid(
         if name not in names:
             raise ValueError(f"unknown axis {name!r}; axes are TrainConfig fields: {sorted(names)}")
     configs = [replace(base, **cast(dict[str, Any], c)) for c in grid]  # validates each
-    reason = "batched=False" if batched is False else spec.unstacked_reason(device)
+    reason: str | None = "batched=False"
+    if batched is None:
+        reason = spec.unstacked_reason(device)
+    elif batched:
+        reason = None
     batched = reason is None
 
     def one(combo: Config) -> RunResult:
