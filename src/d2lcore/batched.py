@@ -94,6 +94,9 @@ def dropout_calls(model: nn.Module, example: torch.Tensor) -> list[tuple[str, to
 
     hooks = [m.register_forward_pre_hook(record) for m in names]
     was_training = model.training
+    tensors = [*model.parameters(), *model.buffers()]
+    if tensors:  # run where the model is
+        example = example.to(tensors[0].device)
     try:
         model.eval()
         with torch.no_grad():
@@ -500,7 +503,7 @@ def fit_stacked(
     if len({(c.batch_size, c.num_epochs, c.optimizer) for c in configs}) > 1:
         raise ValueError("models trained together need one batch_size, num_epochs and optimizer")
     X_train, y_train = data.train[0].to(device), data.train[1].to(device)
-    example = X_train[:1].cpu()
+    example = X_train[:1]
     reason = why_not_stacked(models, example)
     if reason is not None:
         raise ValueError(f"these models cannot be stacked: {reason}")
