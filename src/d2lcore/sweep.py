@@ -1,7 +1,8 @@
 """Grids of training runs: every combination of a few named axes (learning rate,
 dropout, initialization scheme, ...), with each configuration's full history.
 
-What a run is made of (:class:`TrainConfig`, :class:`ModelSpec`, :class:`TrainData`),
+The data of a run (:class:`TrainData`; its configuration, :class:`TrainConfig` and
+:class:`ModelSpec`, lives in :mod:`d2lcore.config` and is re-exported here),
 :func:`train_one` (the reference: one model, :func:`~d2lcore.train.fit`), and
 :func:`train_grid`: :func:`~d2lcore.grid.run_grid` over :func:`train_one`, with the
 configurations that can train together stacked (:mod:`d2lcore.batched`).
@@ -45,7 +46,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------
 # What a run is made of: TrainConfig and ModelSpec live in d2lcore.config
-
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
