@@ -1,18 +1,31 @@
-"""Seconds to train a 27-configuration grid: batched (stacked weights) against one
-configuration at a time, side by side in one process, with the cache off.
+"""Seconds to train a grid of configurations: stacked against one configuration at a
+time, side by side in one process, with the cache off.
 
-The grid is 3 learning rates x 3 dropout rates x 3 initialization schemes of the MLP
-784-256-10, and 3 learning rates x 3 initialization schemes x 3 weight decays of softmax
-regression (which has no hidden layer for dropout), on Fashion-MNIST, batch 256, SGD,
-one epoch each (validation included). Both sides are ``d2lcore.sweep.train_grid``: with
-``batched=False`` it calls ``train_one`` (``d2lcore.train.fit``) per configuration.
+The grids, on Fashion-MNIST, batch 256, SGD, one epoch each (validation included):
+
+- ``mlp``: 3 learning rates x 3 dropout rates x 3 initialization schemes of the MLP
+  784-256-10;
+- ``softmax``: 3 learning rates x 3 initialization schemes x 3 weight decays of softmax
+  regression (no hidden layer for dropout);
+- ``lenet``: 3 learning rates x 3 dropout rates x 3 initialization schemes of the modern
+  LeNet (ReLU, max pooling), on a slice of the data (``--cnn-train-size``), since one
+  LeNet epoch on all 50,000 images takes ~10 s on a 2-core CPU.
+
+Every side is ``d2lcore.sweep.train_grid``: ``batched=True`` stacks (the batched-matmul
+fast path for softmax and the MLP, ``torch.func`` for LeNet), ``batched=False`` calls
+``train_one`` (``d2lcore.train.fit``) per configuration. For softmax and the MLP a third
+column stacks them with ``torch.func`` too (``fit_stacked(..., fast=False)``), to show
+what the fast path is worth. The last column says what ``train_grid`` chooses by
+default on this device (``batched=None``, from the kind's entry in
+``d2lcore.config.KINDS``).
 
 ``--profile`` also runs the batched MLP grid under ``torch.profiler`` and prints where
 its time goes (GEMMs, dropout, gathers, ...).
 
 Usage::
 
-    python benchmarks/bench_grid.py                   # both models, on the default device
+    python benchmarks/bench_grid.py                   # all grids, on the default device
+    python benchmarks/bench_grid.py --models lenet --cnn-train-size 1000
     python benchmarks/bench_grid.py --models mlp --profile
     D2L_DEVICE=cpu python benchmarks/bench_grid.py    # force the device
 """
@@ -21,33 +34,44 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
+from dataclasses import replace
 
 import torch
 
 import d2lcore
+from d2lcore.batched import fit_stacked, structure
 from d2lcore.data import fashion_mnist_loaders
 from d2lcore.sweep import (
     GridResults,
     ModelSpec,
     TrainConfig,
     TrainData,
+    build_model,
     data_fingerprint,
+    grid_configs,
     train_grid,
 )
 
 BATCH_SIZE = 256
 LRS = [0.05, 0.1, 0.2]
 INITS = ["default", "normal", "xavier_uniform"]
+DROPOUTS = [0.0, 0.2, 0.5]
 GRIDS: dict[str, tuple[ModelSpec, dict[str, list]]] = {
     "mlp": (
         ModelSpec("mlp", 784, 10, hidden_sizes=(256,)),
-        {"lr": LRS, "dropout": [0.0, 0.2, 0.5], "init": INITS},
+        {"lr": LRS, "dropout": DROPOUTS, "init": INITS},
     ),
     "softmax": (
         ModelSpec("softmax", 784, 10),
         {"lr": LRS, "init": INITS, "weight_decay": [0.0, 1e-4, 1e-3]},
     ),
+    "lenet": (
+        ModelSpec("lenet", 1, 10, activation="relu", pool="max"),
+        {"lr": LRS, "dropout": DROPOUTS, "init": ["default", "kaiming_normal", "xavier_uniform"]},
+    ),
 }
+CONV = ("lenet",)
 BASE = TrainConfig(lr=0.1, num_epochs=1, batch_size=BATCH_SIZE)
 
 # Profiler op names -> what they are in the batched MLP step.
@@ -89,6 +113,25 @@ def timed_grid(
     grid = train_grid(spec, axes, BASE, data, device=device, batched=batched, cache=False)
     sync(device)
     return time.perf_counter() - start, grid
+
+
+def timed_func_stack(
+    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device
+) -> float:
+    """Seconds to train the grid stacked with ``torch.func`` only (no fast path), in
+    the groups ``train_grid`` would make (models with the same layers)."""
+    configs = [replace(BASE, **c) for c in grid_configs(axes)]
+    sync(device)
+    start = time.perf_counter()
+    models = [build_model(spec, c, device) for c in configs]
+    groups: dict[object, list[int]] = defaultdict(list)
+    for i, m in enumerate(models):
+        groups[structure(m)].append(i)
+    for members in groups.values():
+        fit_stacked([models[i] for i in members], [configs[i] for i in members], data,
+                    regression=spec.regression, device=device, fast=False)  # fmt: skip
+    sync(device)
+    return time.perf_counter() - start
 
 
 def max_rel_diff(a: GridResults, b: GridResults) -> float:
@@ -140,56 +183,80 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-size", type=int, default=None, help="training examples (default: all 50,000)"
     )
+    parser.add_argument("--val-size", type=int, default=None, help="validation examples")
+    parser.add_argument(
+        "--cnn-train-size", type=int, default=2000, help="training examples for LeNet"
+    )
+    parser.add_argument("--cnn-val-size", type=int, default=1000, help="validation for LeNet")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--profile", action="store_true", help="profile the batched MLP grid")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = d2lcore.get_device()
     start = time.perf_counter()
-    splits = fashion_mnist_loaders(BATCH_SIZE, train_size=args.train_size, device=device)
-    data = TrainData.from_splits(splits)
+    splits = fashion_mnist_loaders(BATCH_SIZE, device=device)
+    full = TrainData.from_splits(splits)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
-    data_fingerprint(data)
+    data_fingerprint(full)
     fp_s = time.perf_counter() - start
+
+    def cut(train: int | None, val: int | None) -> TrainData:
+        assert full.val is not None
+        X, y = full.train
+        Xv, yv = full.val
+        return TrainData((X[:train], y[:train]), (Xv[:val], yv[:val]),
+                         eval_batch_size=full.eval_batch_size)  # fmt: skip
+
+    data_of = {name: cut(args.train_size, args.val_size) for name in ("mlp", "softmax")}
+    data_of["lenet"] = cut(args.cnn_train_size, args.cnn_val_size)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"device: {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
-        f"Fashion-MNIST: {len(data.train[1]):,} training examples, batch {BATCH_SIZE}, "
-        f"1 epoch + validation on {len(data.val[1]) if data.val else 0:,}; loading "
-        f"{load_s:.1f} s, cache fingerprint of the data {fp_s:.2f} s\n"
+        f"Fashion-MNIST, batch {BATCH_SIZE}, 1 epoch + validation; loading {load_s:.1f} s, "
+        f"cache fingerprint of the data {fp_s:.2f} s"
     )
+    for name in args.models:
+        d = data_of[name]
+        sizes = f"{len(d.train[1]):,} train / {len(d.val[1]) if d.val else 0:,} val"
+        axes = " x ".join(f"{k} {v}" for k, v in GRIDS[name][1].items())
+        print(f"  {name}: {sizes}; {axes}")
 
     # Warm up (first-call costs of the allocator, BLAS, CUDA kernels) on a slice.
-    small = TrainData((data.train[0][:1024], data.train[1][:1024]))
     for name in args.models:
         spec, axes = GRIDS[name]
-        train_grid(spec, axes, BASE, small, device=device, cache=False)
-        train_grid(spec, {"lr": LRS}, BASE, small, device=device, cache=False, batched=False)
+        small = TrainData((full.train[0][:512], full.train[1][:512]))
+        train_grid(spec, {"lr": LRS}, BASE, small, device=device, cache=False, batched=True)
+        train_grid(spec, {"lr": LRS[:1]}, BASE, small, device=device, cache=False, batched=False)
 
-    for name in args.models:
-        print(f"{name}: " + " x ".join(f"{k} {v}" for k, v in GRIDS[name][1].items()))
     header = (
-        f"{'grid':<8} {'batched s':>10} {'one at a time s':>16} {'speedup':>8} {'max rel diff':>13}"
+        f"{'grid':<8} {'stacked s':>10} {'torch.func s':>13} {'one at a time s':>16} "
+        f"{'speedup':>8} {'max rel diff':>13}  train_grid's default here"
     )
     print(f"\n{header}\n{'-' * len(header)}")
     for name in args.models:
         spec, axes = GRIDS[name]
+        data = data_of[name]
         t_batched, batched = timed_grid(spec, axes, data, device, batched=True)
+        t_func = None if name in CONV else timed_func_stack(spec, axes, data, device)
         t_single, single = timed_grid(spec, axes, data, device, batched=False)
         diff = max_rel_diff(batched, single)
+        reason = spec.unstacked_reason(device)
+        choice = "stacked" if reason is None else "one at a time"
+        func = "(same)" if t_func is None else f"{t_func:.2f}"
         print(
-            f"{name:<8} {t_batched:>10.2f} {t_single:>16.2f} {t_single / t_batched:>7.1f}x "
-            f"{diff:>13.1e}"
+            f"{name:<8} {t_batched:>10.2f} {func:>13} {t_single:>16.2f} "
+            f"{t_single / t_batched:>7.2f}x {diff:>13.1e}  {choice}"
         )
-        best = max(batched, key=lambda r: r.history.val_acc[-1])
-        print(f"{'':<8} best: {best.config}, val acc {best.history.val_acc[-1]:.4f}")
 
     if args.profile and "mlp" in args.models:
         spec, axes = GRIDS["mlp"]
-        profile_batched(spec, axes, data, device)
+        profile_batched(spec, axes, data_of["mlp"], device)
     return 0
 
 

@@ -386,7 +386,6 @@ def test_batched_module_rejects_mixed_groups() -> None:
             models,
             configs,
             image_data(),
-            activation="relu",
             regression=False,
             device=torch.device("cpu"),
         )

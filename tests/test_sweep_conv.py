@@ -1,15 +1,17 @@
 """Convolutional kinds in d2lcore.sweep: a ModelSpec builds them, and train_grid trains
-their configurations one at a time with train_one (they cannot be stacked)."""
+their configurations one at a time with train_one on the CPU (stacked convolutions are
+slower there) and stacked where the kind's entry allows it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from d2lcore import sweep
+from d2lcore import config, sweep
 from d2lcore.conv import LeNet, SmallResNet
 from d2lcore.device import make_generator
 from d2lcore.models import Dropout
@@ -29,11 +31,13 @@ def tiny_images(n: int = 96, size: int = 28) -> TrainData:
 def test_spec_builds_conv_models() -> None:
     lenet = ModelSpec("lenet", num_inputs=1, num_outputs=3, activation="sigmoid", pool="avg")
     model = lenet.build(dropout=0.2)
-    assert isinstance(model, LeNet) and not lenet.batchable
+    assert isinstance(model, LeNet) and lenet.batchable
+    assert "slower" in str(lenet.unstacked_reason("cpu"))
+    assert lenet.unstacked_reason("cuda") is None
     assert sum(isinstance(m, Dropout) for m in model.modules()) == 2
     assert isinstance(model.net[1], nn.Sigmoid) and isinstance(model.net[2], nn.AvgPool2d)
     resnet = ModelSpec("resnet", num_inputs=1, num_outputs=3, hidden_sizes=(4, 8), batch_norm=True)
-    assert isinstance(resnet.build(), SmallResNet) and not resnet.batchable
+    assert isinstance(resnet.build(), SmallResNet) and resnet.unstacked_reason("cpu")
     assert ModelSpec("mlp", 784, 10, hidden_sizes=(8,)).batchable
 
 
@@ -46,7 +50,8 @@ def test_spec_rejects_bad_conv_options() -> None:
         ModelSpec("mlp", 784, 10, hidden_sizes=(8,), batch_norm=True)
 
 
-@pytest.mark.parametrize("batched", [None, True])
+@pytest.mark.parametrize("batched", [None, False])
+@pytest.mark.skipif(torch.cuda.is_available(), reason="train_grid stacks conv kinds on a GPU")
 def test_train_grid_trains_conv_kinds_one_at_a_time(
     batched: bool | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,6 +65,8 @@ def test_train_grid_trains_conv_kinds_one_at_a_time(
     data = tiny_images()
     grid = train_grid(spec, axes, base, data, batched=batched, cache=False)
     assert grid.meta["batched"] is False and len(grid) == 8
+    want = spec.unstacked_reason("cpu") if batched is None else "batched=False"
+    assert grid.meta["unstacked_reason"] == want
     for run in grid:
         alone = train_one(spec, replace(base, **run.config), data)
         assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=1e-6)
@@ -77,3 +84,39 @@ def test_conv_grid_is_cached(tmp_path: object) -> None:
     again = train_grid(spec, {"lr": [0.05, 0.1]}, base, data, cache=str(tmp_path))
     assert not first.meta["from_cache"] and again.meta["from_cache"]
     assert [r.history.train_loss for r in again] == [r.history.train_loss for r in first]
+
+
+@pytest.mark.parametrize("kind", ["lenet", "resnet"])
+def test_train_grid_stacks_conv_kinds_where_their_entry_allows(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU policy lives in the kind's entry: lift it, and the grid stacks (the
+    dropout-free and the dropout configurations in two stacks) and equals train_one."""
+    for name in ("lenet", "resnet"):
+        monkeypatch.setitem(
+            config.KINDS, name, dataclasses.replace(config.KINDS[name], unstacked_on={})
+        )
+    stacked: list[int] = []
+    real = sweep.fit_stacked
+
+    def counting(models, *args, **kwargs):  # type: ignore[no-untyped-def]
+        stacked.append(len(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "fit_stacked", counting)
+    if kind == "lenet":
+        spec = ModelSpec("lenet", num_inputs=1, num_outputs=3, activation="relu", pool="max")
+        data = tiny_images()
+    else:
+        spec = ModelSpec("resnet", num_inputs=1, num_outputs=3, hidden_sizes=(4,),
+                         batch_norm=True)  # fmt: skip
+        data = tiny_images(size=8)
+    base = TrainConfig(lr=0.05, num_epochs=2, batch_size=16)
+    axes = {"lr": [0.05, 0.2], "dropout": [0.0, 0.3], "seed": [0, 1]}
+    grid = train_grid(spec, axes, base, data, cache=False)
+    assert grid.meta["batched"] is True and sorted(stacked) == [4, 4]
+    for run in grid:
+        alone = train_one(spec, replace(base, **run.config), data)
+        assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=1e-4)
+        assert run.history.val_acc == pytest.approx(alone.history.val_acc, abs=1e-9)
+        assert run.test_acc == pytest.approx(alone.test_acc, abs=1e-9)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2lcore.models import ACTIVATIONS, Dropout
+from d2lcore.models import ACTIVATIONS, Dropout, check_activation
 
 #: Pooling layers by name, so a configuration can name one.
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -78,10 +78,7 @@ class LeNet(nn.Module):
         image_size: int = 28,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
-            )
+        check_activation(activation)
         if pool not in POOLS:
             raise ValueError(f"unknown pooling {pool!r}; choose from {sorted(POOLS)}")
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]

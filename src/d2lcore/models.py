@@ -16,6 +16,13 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def check_activation(name: str) -> str:
+    """``name`` if it is in :data:`ACTIVATIONS`, else a ``ValueError`` listing them."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return name
+
+
 class LinearRegression(nn.Module):
     """``y_hat = X w + b``: one fully connected layer."""
 
@@ -45,6 +52,12 @@ class Dropout(nn.Module):
     Same contract as ``nn.Dropout``; the mask comes from ``rand(h.shape) >= p``,
     which is cheaper on the CPU than ``nn.Dropout``'s ``bernoulli_``.
 
+    For stacked training (:mod:`d2lcore.batched`) the rate is also a buffer, ``rate``,
+    so ``torch.func.stack_module_state`` gives each stacked model its own; and the
+    uniform draws can be handed in through the buffer ``uniforms`` (empty otherwise):
+    under ``vmap`` each model then compares its own slice of them with its own rate.
+    Both buffers are left out of the ``state_dict``.
+
     Args:
         p: probability of zeroing a unit.
         generator: a stream of its own for the masks (on the model's device), so a
@@ -56,11 +69,28 @@ class Dropout(nn.Module):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), not {p}")
-        self.p = p
         self.generator = generator
+        self.rate: torch.Tensor
+        self.uniforms: torch.Tensor
+        self.register_buffer("rate", torch.tensor(float(p)), persistent=False)
+        self.register_buffer("uniforms", torch.empty(0), persistent=False)
+        self.p = p
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = float(value)
+        self.rate.fill_(self._p)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
+        if not self.training:
+            return h
+        if self.uniforms.numel() > 0:  # draws handed in (stacked training)
+            return h * (self.uniforms >= self.rate) / (1.0 - self.rate)
+        if self.p == 0.0:
             return h
         if self.generator is None:
             u = torch.rand_like(h)
@@ -98,10 +128,7 @@ class MLP(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
-            )
+        check_activation(activation)
         rates = (
             [float(dropout)] * len(hidden_sizes)
             if isinstance(dropout, (int, float))
@@ -124,3 +151,21 @@ class MLP(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(X)  # (n, num_outputs)
+
+
+def as_sequential(model: nn.Module) -> nn.Sequential | None:
+    """The layers ``model`` applies one after the other, as an ``nn.Sequential`` sharing
+    its parameters, for an ``nn.Sequential`` and the plain models of this module (not
+    their subclasses, which may change ``forward``); ``None`` for any other model.
+
+    Stacked training reads a model through this to run it as batched matmuls
+    (:mod:`d2lcore.batched`); keep it beside the ``forward`` methods it restates."""
+    if type(model) is nn.Sequential:
+        return model
+    if type(model) is MLP:
+        return model.net
+    if type(model) is SoftmaxRegression:
+        return nn.Sequential(nn.Flatten(), model.linear)
+    if type(model) is LinearRegression:
+        return nn.Sequential(model.linear)
+    return None

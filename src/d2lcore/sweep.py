@@ -1,7 +1,8 @@
 """Grids of training runs: every combination of a few named axes (learning rate,
 dropout, initialization scheme, ...), with each configuration's full history.
 
-What a run is made of (:class:`TrainConfig`, :class:`ModelSpec`, :class:`TrainData`),
+The data of a run (:class:`TrainData`; its configuration, :class:`TrainConfig` and
+:class:`ModelSpec`, lives in :mod:`d2lcore.config` and is re-exported here),
 :func:`train_one` (the reference: one model, :func:`~d2lcore.train.fit`), and
 :func:`train_grid`: :func:`~d2lcore.grid.run_grid` over :func:`train_one`, with the
 configurations that can train together stacked (:mod:`d2lcore.batched`).
@@ -13,132 +14,38 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from d2lcore.batched import dropout_generator, fit_stacked
+from d2lcore.batched import dropout_generator, fit_stacked, structure, why_not_stacked
 from d2lcore.cache import tensor_digest
-from d2lcore.conv import LeNet, SmallResNet
+from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
 from d2lcore.data import DataSplits, TensorLoader
 from d2lcore.device import get_device, make_generator
 from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
-from d2lcore.init import INIT_SCHEMES, init_weights
+from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
-from d2lcore.models import ACTIVATIONS, MLP, LinearRegression, SoftmaxRegression
 from d2lcore.train import EpochHook, RunResult, fit
 
-__all__ = ["AxisValue", "GridResults", "ModelSpec", "RunResult", "TrainConfig", "TrainData",
-           "build_model", "grid_configs", "train_grid", "train_one"]
+__all__ = [
+    "KINDS",
+    "AxisValue",
+    "GridResults",
+    "ModelKind",
+    "ModelSpec",
+    "RunResult",
+    "TrainConfig",
+    "TrainData",
+    "build_model",
+    "grid_configs",
+    "train_grid",
+    "train_one",
+]
 
 # ----------------------------------------------------------------------------------
-# What a run is made of
-
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one run. A grid's axes are names of these fields.
-
-    ``seed`` seeds the run's three random streams: initialization (PyTorch's default
-    init and :func:`~d2lcore.init.init_weights`), shuffling (as a
-    :class:`~d2lcore.data.TensorLoader` with that seed) and dropout masks.
-    """
-
-    lr: float
-    num_epochs: int
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    init: str = "default"
-    init_std: float = 0.01
-    seed: int = 0
-    optimizer: str = "sgd"
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
-        if self.init not in INIT_SCHEMES:
-            raise ValueError(f"unknown init scheme {self.init!r}; choose from {INIT_SCHEMES}")
-        if self.num_epochs < 1 or self.batch_size < 1:
-            raise ValueError("num_epochs and batch_size must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-
-
-#: Model kinds whose configurations :func:`train_grid` can train together with stacked
-#: weights; the others (the convolutional ones) train one configuration at a time.
-BATCHABLE_KINDS = ("linear", "softmax", "mlp")
-#: Convolutional kinds: ``num_inputs`` counts input channels, not features.
-CONV_KINDS = ("lenet", "resnet")
-POOLS = ("avg", "max")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The architecture: ``"linear"`` regression (MSE loss), ``"softmax"`` regression,
-    an ``"mlp"``, a ``"lenet"`` or a ``"resnet"`` (cross-entropy loss).
-
-    For the convolutional kinds ``num_inputs`` is the number of input channels (1 for
-    Fashion-MNIST), ``batch_norm`` adds batch normalization, and dropout (a
-    :class:`TrainConfig` field) acts in the classifier head. A ``"lenet"``
-    (:class:`~d2lcore.conv.LeNet`, 28x28 images) also takes ``activation`` and
-    ``pool``; a ``"resnet"`` (:class:`~d2lcore.conv.SmallResNet`) takes its stage
-    widths as ``hidden_sizes``.
-    """
-
-    kind: Literal["linear", "softmax", "mlp", "lenet", "resnet"]
-    num_inputs: int
-    num_outputs: int
-    hidden_sizes: tuple[int, ...] = ()
-    activation: str = "relu"
-    pool: str = "max"
-    batch_norm: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        if self.kind not in (*BATCHABLE_KINDS, *CONV_KINDS):
-            raise ValueError(f"unknown model kind {self.kind!r}")
-        if (self.kind in ("mlp", "resnet")) != bool(self.hidden_sizes):
-            raise ValueError("an 'mlp' and a 'resnet' need hidden_sizes, and only they have them")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}")
-        if self.pool not in POOLS:
-            raise ValueError(f"unknown pooling {self.pool!r}; choose from {POOLS}")
-        if self.batch_norm and self.kind not in CONV_KINDS:
-            raise ValueError(f"batch_norm is for the convolutional kinds {CONV_KINDS}")
-
-    @property
-    def regression(self) -> bool:
-        return self.kind == "linear"
-
-    @property
-    def batchable(self) -> bool:
-        """Whether :func:`train_grid` can train configurations of it together."""
-        return self.kind in BATCHABLE_KINDS
-
-    def build(self, *, dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
-        """A fresh model (PyTorch's default init, from the global generator); ``generator``
-        is the stream of the dropout masks."""
-        if self.kind == "lenet":
-            return LeNet(self.num_outputs, activation=self.activation, pool=self.pool,
-                         batch_norm=self.batch_norm, dropout=dropout, generator=generator,
-                         in_channels=self.num_inputs)  # fmt: skip
-        if self.kind == "resnet":
-            return SmallResNet(self.hidden_sizes, num_classes=self.num_outputs,
-                               in_channels=self.num_inputs, batch_norm=self.batch_norm,
-                               dropout=dropout, generator=generator)  # fmt: skip
-        if self.kind == "mlp":
-            return MLP(self.num_inputs, self.hidden_sizes, self.num_outputs, dropout=dropout,
-                       activation=self.activation, generator=generator)  # fmt: skip
-        if dropout > 0:
-            raise ValueError(f"a {self.kind!r} model has no hidden layer to apply dropout to")
-        if self.kind == "softmax":
-            return SoftmaxRegression(self.num_inputs, self.num_outputs)
-        return LinearRegression(self.num_inputs, self.num_outputs)
-
+# What a run is made of: TrainConfig and ModelSpec live in d2lcore.config
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -209,7 +116,7 @@ def train_one(
     device = get_device(device)
     data = as_train_data(data)
     model = build_model(spec, config, device)
-    loss_fn: nn.Module = nn.MSELoss() if spec.regression else nn.CrossEntropyLoss()
+    loss_fn = spec.model_kind.loss()
     opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train = _loader(data.train, config.batch_size, device, seed=config.seed)
@@ -248,24 +155,29 @@ def train_grid(
     other fields come from ``base``) and return the :class:`GridResults`: that is
     :func:`~d2lcore.grid.run_grid` over :func:`train_one`, plus stacking.
 
-    Configurations sharing ``batch_size``, ``num_epochs`` and ``optimizer`` train
-    together with stacked weights (:func:`~d2lcore.batched.fit_stacked`; the kinds in
-    :data:`BATCHABLE_KINDS` can); each equals :func:`train_one` with its config up to
-    float rounding. The convolutional kinds train one configuration at a time with
-    :func:`train_one`, whatever ``batched`` says. A diverged configuration is marked
-    in its history and the others go on.
+    Configurations sharing ``batch_size``, ``num_epochs`` and ``optimizer`` whose
+    models have the same layers (a dropout rate of 0 builds no dropout layer) train
+    together with stacked weights (:func:`~d2lcore.batched.fit_stacked`); each equals
+    :func:`train_one` with its config up to float rounding. Where the spec's kind is
+    slower stacked on ``device`` (:meth:`ModelSpec.unstacked_reason`: the convolutional
+    kinds on the CPU) every configuration trains alone with :func:`train_one`, unless
+    ``batched=True``. A diverged configuration is marked in its history and the others
+    go on.
 
     Args:
         data: tensors, or the loaders of :func:`~d2lcore.data.fashion_mnist_loaders`.
-        batched: ``False`` trains one configuration at a time with :func:`train_one`;
-            ``None`` or ``True`` batches where ``spec`` can be batched.
+        batched: ``None`` stacks where the kind's entry says it is faster on
+            ``device``; ``True`` stacks wherever the models can stack (to measure it,
+            as ``benchmarks/bench_grid.py`` does); ``False`` trains one configuration
+            at a time with :func:`train_one`.
         cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
             path keeps them there, ``False`` always trains. The key covers the spec,
             axes, base config, data, the training code, the device type and torch's
             version; a corrupt entry is trained again and overwritten.
 
     ``meta`` records ``key``, ``from_cache``, ``seconds`` (this call),
-    ``train_seconds``, ``device`` and ``batched`` (whether configurations were batched).
+    ``train_seconds``, ``device``, ``batched`` (whether configurations were batched)
+    and, where they were not, ``unstacked_reason``.
     """
     device = get_device(device)
     data = as_train_data(data)
@@ -275,24 +187,32 @@ def train_grid(
         if name not in names:
             raise ValueError(f"unknown axis {name!r}; axes are TrainConfig fields: {sorted(names)}")
     configs = [replace(base, **cast(dict[str, Any], c)) for c in grid]  # validates each
-    batched = batched is not False and spec.batchable
+    reason: str | None = "batched=False"
+    if batched is None:
+        reason = spec.unstacked_reason(device)
+    elif batched:
+        reason = None
+    batched = reason is None
 
     def one(combo: Config) -> RunResult:
         return train_one(spec, configs[grid.index(combo)], data, device=device)
 
     def together(combos: list[Config]) -> list[RunResult]:
-        group_of: dict[tuple[int, int, str], list[int]] = defaultdict(list)
         todo = [configs[grid.index(c)] for c in combos]
-        for i, c in enumerate(todo):
-            group_of[(c.batch_size, c.num_epochs, c.optimizer)].append(i)
+        models = [build_model(spec, c, device) for c in todo]
+        # Stackable together: one batch_size, num_epochs and optimizer, and one layout.
+        group_of: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        for i, (c, model) in enumerate(zip(todo, models, strict=True)):
+            group_of[(c.batch_size, c.num_epochs, c.optimizer, structure(model))].append(i)
         results: list[RunResult | None] = [None] * len(todo)
+        example = data.train[0][:1]
         for members in group_of.values():
-            if len(members) == 1:
-                results[members[0]] = train_one(spec, todo[members[0]], data, device=device)
-                continue
             group = [todo[i] for i in members]
-            models = [build_model(spec, c, device) for c in group]
-            trained = fit_stacked(models, group, data, activation=spec.activation,
+            if len(members) == 1 or why_not_stacked([models[i] for i in members], example):
+                for i in members:
+                    results[i] = train_one(spec, todo[i], data, device=device)
+                continue
+            trained = fit_stacked([models[i] for i in members], group, data,
                                   regression=spec.regression, device=device)  # fmt: skip
             for i, (history, test_acc) in zip(members, trained, strict=True):
                 results[i] = RunResult(config=asdict(todo[i]), history=history,
@@ -303,4 +223,6 @@ def train_grid(
     out = run_grid(grid.axes, one, depends_on=depends_on, batch=together if batched else None,
                    cache=cache, device=device, name="train_grid")  # fmt: skip
     out.meta["batched"] = batched
+    if reason is not None:
+        out.meta["unstacked_reason"] = reason
     return out

@@ -1,0 +1,192 @@
+"""What a run is made of: its hyperparameters (:class:`TrainConfig`), its architecture
+(:class:`ModelSpec`) and the registry of model kinds (:data:`KINDS`).
+
+Each kind says, in one entry, how to build its model, which loss trains it, which
+options it takes, and whether :func:`~d2lcore.sweep.train_grid` may stack its
+configurations (and why not, where it may not). Adding a kind is one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from d2lcore.conv import POOLS, LeNet, SmallResNet
+from d2lcore.init import INIT_SCHEMES
+from d2lcore.models import MLP, LinearRegression, SoftmaxRegression, check_activation
+
+__all__ = ["KINDS", "ModelKind", "ModelSpec", "TrainConfig"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run. A grid's axes are names of these fields.
+
+    ``seed`` seeds the run's three random streams: initialization (PyTorch's default
+    init and :func:`~d2lcore.init.init_weights`), shuffling (as a
+    :class:`~d2lcore.data.TensorLoader` with that seed) and dropout masks.
+    """
+
+    lr: float
+    num_epochs: int
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    init: str = "default"
+    init_std: float = 0.01
+    seed: int = 0
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {self.init!r}; choose from {INIT_SCHEMES}")
+        if self.num_epochs < 1 or self.batch_size < 1:
+            raise ValueError("num_epochs and batch_size must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+#: Why the convolutional kinds train one configuration at a time on the CPU. Stacked,
+#: every convolution after the first is a grouped convolution (``vmap`` of ``conv2d``
+#: with stacked weights and inputs: groups = K), which the CPU runs slower than K
+#: convolutions one model at a time: the modern LeNet grid of ``benchmarks/bench_grid.py``
+#: (27 configurations, 1,000 training and 500 validation images, batch 256, one thread)
+#: took 18.7 s stacked against 9.9 s one at a time. On a GPU one small model is
+#: launch-bound, so a stack of K should cost about as much as one: stack there.
+CONV_ON_CPU = (
+    "stacked convolutions (grouped convolutions) are slower on the CPU than one model at "
+    "a time: 18.7 s against 9.9 s for 27 modern LeNets (benchmarks/bench_grid.py)"
+)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One model kind: how to build it and train it.
+
+    Attributes:
+        build: ``build(spec, dropout, generator)``, a fresh model with PyTorch's default
+            init from the global generator; ``generator`` is the dropout masks' stream.
+        regression: MSE loss on real targets, else cross-entropy on class logits.
+        hidden: whether it needs ``hidden_sizes`` (and only then takes them).
+        conv: ``num_inputs`` counts input channels; takes ``batch_norm``.
+        dropout: whether it has a place for dropout.
+        unstacked_on: device types (``"cpu"``, ``"cuda"``) where
+            :func:`~d2lcore.sweep.train_grid` trains one configuration at a time, each
+            with the reason.
+    """
+
+    build: Callable[[ModelSpec, float, torch.Generator | None], nn.Module]
+    regression: bool = False
+    hidden: bool = False
+    conv: bool = False
+    dropout: bool = True
+    unstacked_on: dict[str, str] = field(default_factory=dict)
+
+    def loss(self) -> nn.Module:
+        """The loss that trains this kind (averaged over the batch)."""
+        return nn.MSELoss() if self.regression else nn.CrossEntropyLoss()
+
+
+def _lenet(spec: ModelSpec, dropout: float, generator: torch.Generator | None) -> nn.Module:
+    return LeNet(spec.num_outputs, activation=spec.activation, pool=spec.pool,
+                 batch_norm=spec.batch_norm, dropout=dropout, generator=generator,
+                 in_channels=spec.num_inputs)  # fmt: skip
+
+
+def _resnet(spec: ModelSpec, dropout: float, generator: torch.Generator | None) -> nn.Module:
+    return SmallResNet(spec.hidden_sizes, num_classes=spec.num_outputs,
+                       in_channels=spec.num_inputs, batch_norm=spec.batch_norm,
+                       dropout=dropout, generator=generator)  # fmt: skip
+
+
+def _mlp(spec: ModelSpec, dropout: float, generator: torch.Generator | None) -> nn.Module:
+    return MLP(spec.num_inputs, spec.hidden_sizes, spec.num_outputs, dropout=dropout,
+               activation=spec.activation, generator=generator)  # fmt: skip
+
+
+#: Every model kind by name. ``ModelSpec(kind, ...)`` accepts exactly these.
+KINDS: dict[str, ModelKind] = {
+    "linear": ModelKind(
+        lambda spec, _, __: LinearRegression(spec.num_inputs, spec.num_outputs),
+        regression=True,
+        dropout=False,
+    ),
+    "softmax": ModelKind(
+        lambda spec, _, __: SoftmaxRegression(spec.num_inputs, spec.num_outputs),
+        dropout=False,
+    ),
+    "mlp": ModelKind(_mlp, hidden=True),
+    "lenet": ModelKind(_lenet, conv=True, unstacked_on={"cpu": CONV_ON_CPU}),
+    "resnet": ModelKind(_resnet, hidden=True, conv=True, unstacked_on={"cpu": CONV_ON_CPU}),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture: a kind from :data:`KINDS` and its options.
+
+    ``"linear"`` regression (MSE loss), ``"softmax"`` regression, an ``"mlp"``, a
+    ``"lenet"`` or a ``"resnet"`` (cross-entropy loss). For the convolutional kinds
+    ``num_inputs`` is the number of input channels (1 for Fashion-MNIST),
+    ``batch_norm`` adds batch normalization, and dropout (a :class:`TrainConfig` field)
+    acts in the classifier head. A ``"lenet"`` (:class:`~d2lcore.conv.LeNet`, 28x28
+    images) also takes ``activation`` and ``pool``; an ``"mlp"`` takes its layer widths
+    and a ``"resnet"`` (:class:`~d2lcore.conv.SmallResNet`) its stage widths as
+    ``hidden_sizes``.
+    """
+
+    kind: str
+    num_inputs: int
+    num_outputs: int
+    hidden_sizes: tuple[int, ...] = ()
+    activation: str = "relu"
+    pool: str = "max"
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; choose from {sorted(KINDS)}")
+        kind = KINDS[self.kind]
+        if kind.hidden != bool(self.hidden_sizes):
+            with_hidden = sorted(k for k, v in KINDS.items() if v.hidden)
+            raise ValueError(f"the kinds {with_hidden} need hidden_sizes, and only they have them")
+        check_activation(self.activation)
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pooling {self.pool!r}; choose from {sorted(POOLS)}")
+        if self.batch_norm and not kind.conv:
+            conv = sorted(k for k, v in KINDS.items() if v.conv)
+            raise ValueError(f"batch_norm is for the convolutional kinds {conv}")
+
+    @property
+    def model_kind(self) -> ModelKind:
+        return KINDS[self.kind]
+
+    @property
+    def regression(self) -> bool:
+        return self.model_kind.regression
+
+    def unstacked_reason(self, device: torch.device | str) -> str | None:
+        """Why :func:`~d2lcore.sweep.train_grid` trains this architecture one
+        configuration at a time on ``device``; ``None`` when it stacks them."""
+        return self.model_kind.unstacked_on.get(torch.device(device).type)
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :func:`~d2lcore.sweep.train_grid` stacks configurations of it on some
+        device (the CPU or a GPU)."""
+        return not {"cpu", "cuda"} <= set(self.model_kind.unstacked_on)
+
+    def build(self, *, dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
+        """A fresh model (PyTorch's default init, from the global generator); ``generator``
+        is the stream of the dropout masks."""
+        if dropout > 0 and not self.model_kind.dropout:
+            raise ValueError(f"a {self.kind!r} model has no hidden layer to apply dropout to")
+        return self.model_kind.build(self, dropout, generator)

@@ -1,0 +1,232 @@
+"""Tests of d2lcore.batched: K models trained stacked each equal the same model trained
+alone with train_one (d2lcore.train.fit, same seed), through torch.func (FuncStack) for
+any module and through the batched-matmul fast path (SequentialStack) for plain ones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from d2lcore import batched
+from d2lcore.batched import FuncStack, SequentialStack, fit_stacked, make_stack, why_not_stacked
+from d2lcore.config import ModelSpec, TrainConfig
+from d2lcore.conv import Residual
+from d2lcore.data import TensorLoader
+from d2lcore.device import make_generator
+from d2lcore.models import MLP, Dropout
+from d2lcore.sweep import RunResult, TrainData, build_model, train_one
+from d2lcore.train import fit
+
+RTOL = 1e-4
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def images(n: int = 80, size: int = 12, classes: int = 3) -> TrainData:
+    """Tiny images whose class brightens a corner: train 48, val 16, test 16."""
+    gen = make_generator(0)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    X = torch.rand(n, 1, size, size, generator=gen)
+    X[:, 0, :3, :3] += y[:, None, None].float()
+    a, b = n * 3 // 5, n * 4 // 5
+    return TrainData((X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:]), eval_batch_size=16)
+
+
+def assert_equals_alone(
+    spec: ModelSpec, configs: list[TrainConfig], data: TrainData, *, fast: bool = True
+) -> list[tuple[object, float | None]]:
+    """Train ``configs`` stacked and each alone; every epoch's numbers must agree."""
+    models = [build_model(spec, c, CPU) for c in configs]
+    stacked = fit_stacked(models, configs, data, regression=spec.regression, device=CPU, fast=fast)
+    for config, (history, test_acc) in zip(configs, stacked, strict=True):
+        alone: RunResult = train_one(spec, config, data)
+        want = alone.history
+        assert (history.diverged, history.diverged_epoch) == (want.diverged, want.diverged_epoch)
+        for name in ("train_loss", "val_loss", "val_acc"):
+            got = getattr(history, name)
+            assert got == pytest.approx(getattr(want, name), rel=RTOL), (config, name)
+        if alone.test_acc is None:
+            assert test_acc is None
+        else:
+            assert test_acc == pytest.approx(alone.test_acc, abs=1e-9)
+    return stacked
+
+
+def grid(base: TrainConfig, **axes: list[object]) -> list[TrainConfig]:
+    configs = [base]
+    for name, values in axes.items():
+        configs = [replace(c, **{name: v}) for c in configs for v in values]
+    return configs
+
+
+# ----------------------------------------------------------------------------------
+# MLP, both paths
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["matmuls", "torch.func"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mlp_with_dropout_equals_alone(fast: bool, optimizer: str) -> None:
+    spec = ModelSpec("mlp", 144, 3, hidden_sizes=(16, 8))
+    lr = 0.3 if optimizer == "sgd" else 0.01
+    base = TrainConfig(lr=lr, num_epochs=2, batch_size=16, optimizer=optimizer, init_std=0.1)
+    configs = grid(base, lr=[lr, lr / 3], weight_decay=[0.0, 0.01], dropout=[0.2, 0.5],
+                   seed=[0, 3])  # fmt: skip
+    configs[1] = replace(configs[1], init="normal")  # and one initialization of its own
+    data = images()
+    models = [build_model(spec, c, CPU) for c in configs]
+    stack = make_stack(models, [], CPU, shared_input=False, fast=fast)
+    assert isinstance(stack, SequentialStack if fast else FuncStack)
+    stacked = assert_equals_alone(spec, configs, data, fast=fast)
+    # The dropout rate reached each model: same config but the rate, different runs.
+    assert stacked[0][0].train_loss != stacked[2][0].train_loss  # type: ignore[attr-defined]
+
+
+def test_shared_seed_mlp_on_torch_func() -> None:
+    """One seed: one batch for all, passed to vmap unbatched (in_dims None)."""
+    spec = ModelSpec("mlp", 144, 3, hidden_sizes=(16,), activation="tanh")
+    base = TrainConfig(lr=0.2, num_epochs=2, batch_size=16, dropout=0.3)
+    assert_equals_alone(spec, grid(base, lr=[0.05, 0.2], dropout=[0.1, 0.4]), images(),
+                        fast=False)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------
+# Convolutional networks: torch.func only
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "sigmoid", "pool": "avg"},  # the classic LeNet
+        {"activation": "relu", "pool": "max"},  # the modern one
+    ],
+    ids=["classic", "modern"],
+)
+def test_lenet_with_dropout_equals_alone(options: dict[str, str]) -> None:
+    spec = ModelSpec("lenet", 1, 3, **options)
+    base = TrainConfig(lr=0.1, num_epochs=2, batch_size=16, dropout=0.3)
+    configs = grid(base, lr=[0.05, 0.3], dropout=[0.2, 0.5], seed=[0, 1])
+    configs[0] = replace(configs[0], init="kaiming_normal")
+    assert_equals_alone(spec, configs, images(n=60, size=28))
+
+
+# With batch norm, Adam is left out: the convolution biases before a batch norm get
+# gradients that are zero up to rounding, which Adam scales up to steps of size lr, so
+# their drift (seen only by the running means, hence the validation loss) differs at
+# 1e-3 between any two orders of summation: train_one alone, on 1 and on 2 threads,
+# gives validation losses 4e-4 apart with identical training losses. SGD leaves them be.
+@pytest.mark.parametrize(
+    ("batch_norm", "optimizer", "lr"),
+    [(False, "adam", 0.003), (True, "sgd", 0.05)],
+    ids=["plain-adam", "batch-norm-sgd"],
+)
+def test_resnet_equals_alone(batch_norm: bool, optimizer: str, lr: float) -> None:
+    spec = ModelSpec("resnet", 1, 3, hidden_sizes=(4, 8), batch_norm=batch_norm)
+    base = TrainConfig(lr=lr, num_epochs=2, batch_size=16, dropout=0.25, optimizer=optimizer)
+    configs = grid(base, lr=[lr, 3 * lr], weight_decay=[0.0, 0.01], seed=[0, 2])
+    assert_equals_alone(spec, configs, images(size=8))
+
+
+def test_residual_blocks_equal_alone_with_sgd() -> None:
+    """Any module stacks: a bare Sequential around residual blocks, no ModelSpec."""
+    data = images(size=8)
+
+    def model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(Residual(1, 4, batch_norm=False), Residual(4, 4, stride=2),
+                             nn.Flatten(), nn.Linear(64, 3))  # fmt: skip
+
+    configs = [TrainConfig(lr=lr, num_epochs=2, batch_size=16, seed=s)
+               for lr in (0.02, 0.1) for s in (0, 1)]  # fmt: skip
+    stacked = fit_stacked([model(c.seed) for c in configs], configs, data, regression=False,
+                          device=CPU)  # fmt: skip
+    for c, (history, _) in zip(configs, stacked, strict=True):
+        m = model(c.seed)
+        opt = torch.optim.SGD(m.parameters(), lr=c.lr)
+        want = fit(m, TensorLoader(*data.train, batch_size=16, seed=c.seed),
+                   loss_fn=nn.CrossEntropyLoss(), optimizer=opt, num_epochs=2,
+                   val_batches=TensorLoader(*data.val, batch_size=16, shuffle=False))  # fmt: skip
+        assert history.train_loss == pytest.approx(want.train_loss, rel=RTOL)
+        assert history.val_acc == pytest.approx(want.val_acc, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------
+# Divergence, and what cannot stack
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["matmuls", "torch.func"])
+def test_diverged_models_are_dropped(fast: bool) -> None:
+    spec = ModelSpec("mlp", 144, 3, hidden_sizes=(16,))
+    base = TrainConfig(lr=0.1, num_epochs=3, batch_size=16, dropout=0.2)
+    configs = grid(base, lr=[0.1, 1e30, 0.3], seed=[0, 1])
+    stacked = assert_equals_alone(spec, configs, images(), fast=fast)
+    for (history, test_acc), c in zip(stacked, configs, strict=True):
+        assert history.diverged == (c.lr == 1e30)  # type: ignore[attr-defined]
+        assert (test_acc is None) == (c.lr == 1e30)
+
+
+def test_lenet_divergence_does_not_disturb_the_others() -> None:
+    spec = ModelSpec("lenet", 1, 3, activation="relu", pool="max")
+    base = TrainConfig(lr=0.1, num_epochs=2, batch_size=16, dropout=0.5)
+    assert_equals_alone(spec, grid(base, lr=[0.05, 1e30]), images(n=40, size=28))
+
+
+def test_what_cannot_stack_says_why() -> None:
+    example = torch.rand(1, 1, 12, 12)
+    mlps = [MLP(144, (8,), 3), MLP(144, (9,), 3)]
+    assert "differ" in str(why_not_stacked(mlps, example))
+    strides = [nn.Sequential(nn.Conv2d(1, 2, 3, stride=s), nn.Flatten()) for s in (1, 2)]
+    assert "differ" in str(why_not_stacked(strides, example))  # same weights, other layer
+    drop = Dropout(0.5)
+    twice = nn.Sequential(nn.Flatten(), nn.Linear(144, 8), drop, drop, nn.Linear(8, 3))
+    assert "more than once" in str(why_not_stacked([twice, twice], example))
+    configs = [TrainConfig(lr=0.1, num_epochs=1)] * 2
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        fit_stacked(mlps, configs, images(), regression=False, device=CPU)
+    assert why_not_stacked([MLP(144, (8,), 3), MLP(144, (8,), 3)], example) is None
+
+
+def test_fast_path_takes_only_what_it_reproduces() -> None:
+    plain = [MLP(144, (8,), 3, dropout=0.5) for _ in range(2)]
+    assert isinstance(make_stack(plain, [], CPU, shared_input=True), SequentialStack)
+
+    class Doubled(MLP):
+        def forward(self, X: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(X)
+
+    odd = [nn.Sequential(nn.Flatten(), nn.Linear(144, 3, bias=False)) for _ in range(2)]
+    for models in ([Doubled(144, (8,), 3) for _ in range(2)], odd):
+        assert isinstance(make_stack(models, [], CPU, shared_input=True), FuncStack)
+
+
+def test_dropout_rate_is_a_buffer_outside_the_state_dict() -> None:
+    layer = Dropout(0.25)
+    assert float(layer.rate) == 0.25 and "rate" not in layer.state_dict()
+    layer.p = 0.5
+    assert float(layer.rate) == 0.5
+    u = torch.rand(4, 6)
+    layer.uniforms = u
+    h = torch.ones(4, 6)
+    assert torch.equal(layer(h), h * (u >= 0.5) / 0.5)
+    assert batched.dropout_calls(MLP(6, (5, 4), 2, dropout=0.1), h[:1]) == [
+        ("net.3", torch.Size([5])),
+        ("net.6", torch.Size([4])),
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_lenet_grid_stacks_on_cuda_and_equals_alone() -> None:
+    from d2lcore.sweep import train_grid
+
+    spec = ModelSpec("lenet", 1, 3, activation="relu", pool="max", batch_norm=True)
+    base = TrainConfig(lr=0.05, num_epochs=2, batch_size=16)
+    data = images(n=60, size=28)
+    axes = {"lr": [0.05, 0.2], "dropout": [0.0, 0.3], "seed": [0, 1]}
+    grid = train_grid(spec, axes, base, data, device="cuda", cache=False)
+    assert grid.meta["batched"] is True and "unstacked_reason" not in grid.meta
+    for run in grid:
+        alone = train_one(spec, replace(base, **run.config), data, device="cuda")
+        assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=RTOL)
+        assert run.history.val_loss == pytest.approx(alone.history.val_loss, rel=RTOL)
