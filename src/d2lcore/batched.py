@@ -35,7 +35,8 @@ from d2lcore.models import ACTIVATIONS
 from d2lcore.train import History
 
 if TYPE_CHECKING:
-    from d2lcore.sweep import TrainConfig, TrainData
+    from d2lcore.data import Splits
+    from d2lcore.sweep import TrainConfig
 
 #: Offset between a config's seed and the seed of its dropout stream, so the masks do
 #: not reuse the numbers of the shuffling and initialization streams.
@@ -211,7 +212,7 @@ class StackedOptimizer:
 def fit_stacked(
     models: Sequence[nn.Module],
     configs: Sequence[TrainConfig],
-    data: TrainData,
+    data: Splits,
     *,
     activation: str,
     regression: bool,
