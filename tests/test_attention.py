@@ -163,3 +163,41 @@ def test_train_reversal_marks_a_diverged_run():
     run = train_reversal(config, train, val, test=val, lr=float("inf"), num_epochs=2,
                          device="cpu")  # fmt: skip
     assert run.diverged and run.history.diverged_epoch == 1 and run.test_acc is None
+
+
+def test_a_page_like_grid_with_extras_is_served_from_the_cache(tmp_path):
+    import numpy as np
+
+    from d2lcore.cache import tensor_digest
+    from d2lcore.grid import run_grid
+
+    train, val = reversal_data(64, 4, 6, seed=0), reversal_data(16, 4, 6, seed=1)
+    calls = []
+
+    def one(config):  # as the attention page's grid: a run, and its attention map
+        calls.append(dict(config))
+        cfg = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=1,
+                                num_layers=1, ffn_hiddens=8, dropout=config["dropout"])  # fmt: skip
+        run = train_reversal(cfg, train, val, test=val, lr=config["lr"], num_epochs=2,
+                             device="cpu")  # fmt: skip
+        run.model.eval()
+        with torch.no_grad():
+            run.model(val[0])
+        run.extras["attention_map"] = run.model.attention_maps()[-1][:, 0].mean(dim=0)
+        return run
+
+    axes = {"lr": [1e-3, 3e-3], "dropout": [0.0, 0.1]}
+    depends_on = {"data": tensor_digest(*train, *val)}
+    first = run_grid(axes, one, depends_on=depends_on, cache=tmp_path, device="cpu", name="att")
+    assert len(calls) == 4 and first.meta["from_cache"] is False
+    again = run_grid(axes, one, depends_on=depends_on, cache=tmp_path, device="cpu", name="att")
+    assert len(calls) == 4 and again.meta["from_cache"] is True  # nothing trained
+    for a, b in zip(first, again, strict=True):
+        assert a.history == b.history and a.test_acc == b.test_acc
+        assert isinstance(b.extras["attention_map"], np.ndarray)
+        assert b.extras["attention_map"].shape == (4, 4)
+        np.testing.assert_array_equal(a.extras["attention_map"], b.extras["attention_map"])
+    assert again.get(lr=3e-3, dropout=0.1).test_acc == first.runs[3].test_acc
+    changed = run_grid(axes, one, depends_on={"data": "other"}, cache=tmp_path, device="cpu",
+                       name="att")  # fmt: skip
+    assert len(calls) == 8 and changed.meta["from_cache"] is False

@@ -1,5 +1,6 @@
-"""Data: synthetic regression data, Fashion-MNIST from local files, and a loader that
-keeps a small data set on the training device.
+"""Data: synthetic regression data, Fashion-MNIST from local files, :class:`Splits` (the
+tensors of a data set's training, validation and test splits) and :class:`TensorLoader`,
+which cuts a small data set that stays on the training device into minibatches.
 
 Fashion-MNIST is looked for, in order, in a folder you name (``root=``), in the folder
 named by the ``D2L_FASHION_MNIST_DIR`` environment variable, in the Debian/Ubuntu
