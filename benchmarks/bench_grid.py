@@ -25,12 +25,11 @@ import time
 import torch
 
 import d2lcore
-from d2lcore.data import fashion_mnist_loaders
+from d2lcore.data import Splits, fashion_mnist_splits
 from d2lcore.sweep import (
     GridResults,
     ModelSpec,
     TrainConfig,
-    TrainData,
     data_fingerprint,
     train_grid,
 )
@@ -81,7 +80,7 @@ def sync(device: torch.device) -> None:
 
 
 def timed_grid(
-    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device, batched: bool
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device, batched: bool
 ) -> tuple[float, GridResults]:
     """Seconds to train the grid (cache off), and the grid."""
     sync(device)
@@ -102,7 +101,7 @@ def max_rel_diff(a: GridResults, b: GridResults) -> float:
 
 
 def profile_batched(
-    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device
 ) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = d2lcore.get_device()
     start = time.perf_counter()
-    splits = fashion_mnist_loaders(BATCH_SIZE, train_size=args.train_size, device=device)
-    data = TrainData.from_splits(splits)
+    data = fashion_mnist_splits(BATCH_SIZE, train_size=args.train_size, device=device)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     data_fingerprint(data)
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # Warm up (first-call costs of the allocator, BLAS, CUDA kernels) on a slice.
-    small = TrainData((data.train[0][:1024], data.train[1][:1024]))
+    small = Splits((data.train[0][:1024], data.train[1][:1024]))
     for name in args.models:
         spec, axes = GRIDS[name]
         train_grid(spec, axes, BASE, small, device=device, cache=False)
