@@ -185,6 +185,18 @@ def test_splits_with_their_own_batch_sizes_are_accepted() -> None:
     assert all(r.test_acc is not None for r in grid)
 
 
+def test_train_one_returns_the_model_and_leaves_the_global_random_state_alone() -> None:
+    spec = ModelSpec("mlp", 36, 4, hidden_sizes=(8,))
+    config = TrainConfig(lr=0.2, num_epochs=2, batch_size=25, dropout=0.3, seed=3)
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    first = train_one(spec, config, image_data())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert isinstance(first, RunResult) and isinstance(first.model, nn.Module)
+    torch.rand(7)  # whatever the caller drew, the run is the same
+    assert train_one(spec, config, image_data()).history.train_loss == first.history.train_loss
+
+
 def test_train_one_is_the_plain_fit() -> None:
     """train_one is fit with a seeded init and loader: check it against a hand loop."""
     spec = ModelSpec("softmax", 36, 4)

@@ -293,10 +293,11 @@ def pretrain_source(
             pass  # a damaged or older cache entry: train again and overwrite it
     model = book_cnn(len(config.classes), seed=config.seed)
     data = Splits(train, val, batch_size=config.batch_size, seed=config.seed)
-    history = fit(model, data.loader(device=device), loss_fn=nn.CrossEntropyLoss(),
-                  optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-                  num_epochs=config.num_epochs, val_batches=data.loader("val", device=device),
-                  device=device)  # fmt: skip
+    with seeded(config.seed):  # a module drawing from the global stream stays repeatable
+        history = fit(model, data.loader(device=device), loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+                      num_epochs=config.num_epochs,
+                      val_batches=data.loader("val", device=device), device=device)  # fmt: skip
     meta = {"key": key, "config": asdict(config), "val_acc": history.val_acc[-1],
             "seconds": sum(history.seconds), "history": history.to_dict()}  # fmt: skip
     try:

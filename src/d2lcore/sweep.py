@@ -28,7 +28,7 @@ from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run
 from d2lcore.init import INIT_SCHEMES, init_weights
 from d2lcore.metrics import evaluate
 from d2lcore.models import ACTIVATIONS, MLP, LinearRegression, SoftmaxRegression
-from d2lcore.train import EpochHook, RunResult, fit
+from d2lcore.train import EpochHook, RunResult, fit, seeded
 
 __all__ = ["AxisValue", "GridResults", "ModelSpec", "RunResult", "Splits", "TrainConfig",
            "build_model", "grid_configs", "train_grid", "train_one"]
@@ -170,9 +170,10 @@ def train_one(
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train = data.loader("train", batch_size=config.batch_size, seed=config.seed, device=device)
     val = None if data.val is None else data.loader("val", device=device)
-    history = fit(model, train, loss_fn=loss_fn, optimizer=optimizer,
-                  num_epochs=config.num_epochs, val_batches=val, device=device,
-                  on_epoch_end=on_epoch_end)  # fmt: skip
+    with seeded(config.seed):  # a module drawing from the global stream stays repeatable
+        history = fit(model, train, loss_fn=loss_fn, optimizer=optimizer,
+                      num_epochs=config.num_epochs, val_batches=val, device=device,
+                      on_epoch_end=on_epoch_end)  # fmt: skip
     test_acc = None
     if data.test is not None and not spec.regression and not history.diverged:
         test = data.loader("test", device=device)
