@@ -3,7 +3,7 @@
 Both sides train the same models on Fashion-MNIST at batch size 256 with SGD (lr 0.1) and
 the same number of steps per epoch, one side after the other in one process:
 
-- d2lcore: ``fashion_mnist_loaders`` (the data set lives on the device as tensors and
+- d2lcore: ``fashion_mnist_splits`` (the data set lives on the device as tensors and
   batches are slices of a permutation), ``SoftmaxRegression``, ``MLP`` or the classic
   ``d2lcore.conv.LeNet``, and ``fit`` with ``nn.CrossEntropyLoss`` and
   ``torch.optim.SGD``.
@@ -53,8 +53,8 @@ import d2lcore  # noqa: E402
 from d2lcore.conv import LeNet  # noqa: E402
 from d2lcore.data import (  # noqa: E402
     FASHION_MNIST_FILES,
-    DataSplits,
-    fashion_mnist_loaders,
+    Splits,
+    fashion_mnist_splits,
     find_fashion_mnist,
 )
 from d2lcore.init import init_weights  # noqa: E402
@@ -108,19 +108,18 @@ def d2lcore_model(name: str) -> nn.Module:
     return MLP(hidden_sizes=(HIDDEN,), dropout=DROPOUT)
 
 
-def run_d2lcore(name: str, splits: DataSplits, num_epochs: int, device: torch.device) -> Result:
+def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device) -> Result:
     """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included)."""
     d2lcore.set_seed(0)
-    splits.train.reseed(0)  # the same batch order whichever model ran before
     model = d2lcore_model(name).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     history = fit(
         model,
-        splits.train,
+        splits.loader("train"),  # a new loader: the same batch order for every model
         loss_fn=nn.CrossEntropyLoss(),
         optimizer=optimizer,
         num_epochs=num_epochs,
-        val_batches=splits.val,
+        val_batches=splits.loader("val"),
         device=device,
     )
     return Result(seconds=history.seconds, val_acc=history.val_acc[-1])
@@ -278,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
 
     device = d2lcore.get_device()
     load_before = os.getloadavg()[0]
-    splits = fashion_mnist_loaders(batch_size=BATCH_SIZE, device=device)
-    num_train = splits.train.num_examples
+    splits = fashion_mnist_splits(batch_size=BATCH_SIZE, device=device)
+    num_train = len(splits.train[1])
     runs: dict[str, tuple[Result, Result]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
         data = d2l_fashion_mnist(Path(tmp), num_train)
         steps_d2l = len(data.train_dataloader())
-        steps_ours = len(splits.train)
+        steps_ours = len(splits.loader("train"))
         assert steps_d2l == steps_ours, (steps_d2l, steps_ours)
         for name in args.models:
             ours = run_d2lcore(name, splits, num_epochs, device)

@@ -41,12 +41,11 @@ import torch
 
 import d2lcore
 from d2lcore.batched import fit_stacked, structure
-from d2lcore.data import fashion_mnist_loaders
+from d2lcore.data import Splits, fashion_mnist_splits
 from d2lcore.sweep import (
     GridResults,
     ModelSpec,
     TrainConfig,
-    TrainData,
     build_model,
     data_fingerprint,
     grid_configs,
@@ -105,7 +104,7 @@ def sync(device: torch.device) -> None:
 
 
 def timed_grid(
-    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device, batched: bool
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device, batched: bool
 ) -> tuple[float, GridResults]:
     """Seconds to train the grid (cache off), and the grid."""
     sync(device)
@@ -116,7 +115,7 @@ def timed_grid(
 
 
 def timed_func_stack(
-    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device
 ) -> float:
     """Seconds to train the grid stacked with ``torch.func`` only (no fast path), in
     the groups ``train_grid`` would make (models with the same layers)."""
@@ -145,7 +144,7 @@ def max_rel_diff(a: GridResults, b: GridResults) -> float:
 
 
 def profile_batched(
-    spec: ModelSpec, axes: dict[str, list], data: TrainData, device: torch.device
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device
 ) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -196,18 +195,17 @@ def main(argv: list[str] | None = None) -> int:
 
     device = d2lcore.get_device()
     start = time.perf_counter()
-    splits = fashion_mnist_loaders(BATCH_SIZE, device=device)
-    full = TrainData.from_splits(splits)
+    full = fashion_mnist_splits(BATCH_SIZE, device=device)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     data_fingerprint(full)
     fp_s = time.perf_counter() - start
 
-    def cut(train: int | None, val: int | None) -> TrainData:
+    def cut(train: int | None, val: int | None) -> Splits:
         assert full.val is not None
         X, y = full.train
         Xv, yv = full.val
-        return TrainData((X[:train], y[:train]), (Xv[:val], yv[:val]),
+        return Splits((X[:train], y[:train]), (Xv[:val], yv[:val]),
                          eval_batch_size=full.eval_batch_size)  # fmt: skip
 
     data_of = {name: cut(args.train_size, args.val_size) for name in ("mlp", "softmax")}
@@ -230,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     # Warm up (first-call costs of the allocator, BLAS, CUDA kernels) on a slice.
     for name in args.models:
         spec, axes = GRIDS[name]
-        small = TrainData((full.train[0][:512], full.train[1][:512]))
+        small = Splits((full.train[0][:512], full.train[1][:512]))
         train_grid(spec, {"lr": LRS}, BASE, small, device=device, cache=False, batched=True)
         train_grid(spec, {"lr": LRS[:1]}, BASE, small, device=device, cache=False, batched=False)
 

@@ -11,7 +11,9 @@ from d2lcore.attention import (
     AdditiveAttention,
     DotProductAttention,
     MultiHeadAttention,
+    NWKernelRegression,
     TransformerConfig,
+    TransformerEncoder,
     anti_diagonal_mass,
     fit_bandwidth,
     kernel_regression_data,
@@ -22,6 +24,7 @@ from d2lcore.attention import (
     token_accuracy,
     train_reversal,
 )
+from d2lcore.train import RunResult
 
 d2l = pytest.importorskip("d2l.torch")
 
@@ -107,8 +110,12 @@ def test_nadaraya_watson_limits_and_learned_bandwidth():
     pred, w = nadaraya_watson(x, x, y, bandwidth=100.0)
     torch.testing.assert_close(pred, y.mean().expand(40), atol=1e-3, rtol=0)  # average pooling
     torch.testing.assert_close(w.sum(1), torch.ones(40))
-    model, losses = fit_bandwidth(x, y, bandwidth=2.0, num_steps=60)
+    run = fit_bandwidth(x, y, bandwidth=2.0, num_steps=60)
+    model, losses = run.model, run.history.train_loss
+    assert isinstance(run, RunResult) and isinstance(model, NWKernelRegression)
+    assert len(losses) == 60 and not run.diverged
     assert losses[-1] < losses[0] and 0.01 < model.bandwidth < 2.0
+    assert run.metrics["bandwidth"] == model.bandwidth
 
 
 def test_anti_diagonal_mass():
@@ -121,11 +128,76 @@ def test_transformer_learns_reversal_quickly():
     train, val = reversal_data(2000, 4, 6, seed=0), reversal_data(300, 4, 6, seed=1)
     config = TransformerConfig(vocab_size=6, seq_len=4, d_model=16, num_heads=1, num_layers=2,
                                ffn_hiddens=32)
-    model, history = train_reversal(config, train, val, lr=3e-3, num_epochs=8,
-                                    device=torch.device("cpu"))
+    run = train_reversal(config, train, val, test=val, lr=3e-3, num_epochs=8,
+                         device=torch.device("cpu"))  # fmt: skip
+    model, history = run.model, run.history
+    assert isinstance(run, RunResult) and isinstance(model, TransformerEncoder)
+    assert run.test_acc == history.val_acc[-1] and run.config["lr"] == 3e-3
     assert model(val[0]).shape == (300, 6, 4)
     assert len(history.val_acc) == len(history.val_loss) == 8
     assert history.val_acc[-1] == token_accuracy(model, *val) > 0.9
     assert history.val_loss[-1] < history.val_loss[0]
     maps = model.attention_maps()
     assert [m.shape for m in maps] == [(300, 1, 4, 4)] * 2
+
+
+def test_trainers_leave_the_global_random_state_alone():
+    x, y = kernel_regression_data(20, seed=0)
+    train, val = reversal_data(64, 4, 6, seed=0), reversal_data(16, 4, 6, seed=1)
+    config = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=1, num_layers=1,
+                               ffn_hiddens=8, dropout=0.2)  # fmt: skip
+    torch.manual_seed(99)
+    before = torch.random.get_rng_state()
+    fit_bandwidth(x, y, num_steps=3)
+    first = train_reversal(config, train, val, num_epochs=2, device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.rand(5)  # whatever the caller drew before, the run is the same
+    second = train_reversal(config, train, val, num_epochs=2, device="cpu")
+    assert first.history.train_loss == second.history.train_loss
+
+
+def test_train_reversal_marks_a_diverged_run():
+    train, val = reversal_data(64, 4, 6, seed=0), reversal_data(16, 4, 6, seed=1)
+    config = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=1, num_layers=1,
+                               ffn_hiddens=8)  # fmt: skip
+    run = train_reversal(config, train, val, test=val, lr=float("inf"), num_epochs=2,
+                         device="cpu")  # fmt: skip
+    assert run.diverged and run.history.diverged_epoch == 1 and run.test_acc is None
+
+
+def test_a_page_like_grid_with_extras_is_served_from_the_cache(tmp_path):
+    import numpy as np
+
+    from d2lcore.cache import tensor_digest
+    from d2lcore.grid import run_grid
+
+    train, val = reversal_data(64, 4, 6, seed=0), reversal_data(16, 4, 6, seed=1)
+    calls = []
+
+    def one(config):  # as the attention page's grid: a run, and its attention map
+        calls.append(dict(config))
+        cfg = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=1,
+                                num_layers=1, ffn_hiddens=8, dropout=config["dropout"])  # fmt: skip
+        run = train_reversal(cfg, train, val, test=val, lr=config["lr"], num_epochs=2,
+                             device="cpu")  # fmt: skip
+        run.model.eval()
+        with torch.no_grad():
+            run.model(val[0])
+        run.extras["attention_map"] = run.model.attention_maps()[-1][:, 0].mean(dim=0)
+        return run
+
+    axes = {"lr": [1e-3, 3e-3], "dropout": [0.0, 0.1]}
+    depends_on = {"data": tensor_digest(*train, *val)}
+    first = run_grid(axes, one, depends_on=depends_on, cache=tmp_path, device="cpu", name="att")
+    assert len(calls) == 4 and first.meta["from_cache"] is False
+    again = run_grid(axes, one, depends_on=depends_on, cache=tmp_path, device="cpu", name="att")
+    assert len(calls) == 4 and again.meta["from_cache"] is True  # nothing trained
+    for a, b in zip(first, again, strict=True):
+        assert a.history == b.history and a.test_acc == b.test_acc
+        assert isinstance(b.extras["attention_map"], np.ndarray)
+        assert b.extras["attention_map"].shape == (4, 4)
+        np.testing.assert_array_equal(a.extras["attention_map"], b.extras["attention_map"])
+    assert again.get(lr=3e-3, dropout=0.1).test_acc == first.runs[3].test_acc
+    changed = run_grid(axes, one, depends_on={"data": "other"}, cache=tmp_path, device="cpu",
+                       name="att")  # fmt: skip
+    assert len(calls) == 8 and changed.meta["from_cache"] is False

@@ -14,10 +14,10 @@ from d2lcore import batched
 from d2lcore.batched import FuncStack, SequentialStack, fit_stacked, make_stack, why_not_stacked
 from d2lcore.config import ModelSpec, TrainConfig
 from d2lcore.conv import Residual
-from d2lcore.data import TensorLoader
+from d2lcore.data import Splits, TensorLoader
 from d2lcore.device import make_generator
 from d2lcore.models import MLP, Dropout
-from d2lcore.sweep import RunResult, TrainData, build_model, train_one
+from d2lcore.sweep import RunResult, build_model, train_one
 from d2lcore.train import fit
 
 RTOL = 1e-4
@@ -25,18 +25,18 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def images(n: int = 80, size: int = 12, classes: int = 3) -> TrainData:
+def images(n: int = 80, size: int = 12, classes: int = 3) -> Splits:
     """Tiny images whose class brightens a corner: train 48, val 16, test 16."""
     gen = make_generator(0)
     y = torch.randint(0, classes, (n,), generator=gen)
     X = torch.rand(n, 1, size, size, generator=gen)
     X[:, 0, :3, :3] += y[:, None, None].float()
     a, b = n * 3 // 5, n * 4 // 5
-    return TrainData((X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:]), eval_batch_size=16)
+    return Splits((X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:]), eval_batch_size=16)
 
 
 def assert_equals_alone(
-    spec: ModelSpec, configs: list[TrainConfig], data: TrainData, *, fast: bool = True
+    spec: ModelSpec, configs: list[TrainConfig], data: Splits, *, fast: bool = True
 ) -> list[tuple[object, float | None]]:
     """Train ``configs`` stacked and each alone; every epoch's numbers must agree."""
     models = [build_model(spec, c, CPU) for c in configs]

@@ -9,6 +9,7 @@ from d2lcore import data
 from d2lcore.data import (
     DataFileError,
     DataNotFoundError,
+    Splits,
     TensorLoader,
     load_fashion_mnist,
     read_idx,
@@ -104,9 +105,10 @@ def test_text_labels():
 def test_real_fashion_mnist_checksums_and_shapes():
     folder = data.check_fashion_mnist()
     assert folder.is_dir()
-    splits = data.fashion_mnist_loaders(batch_size=256, device="cpu")
-    assert splits.train.num_examples == 50_000 and splits.val.num_examples == 10_000
-    X, y = next(iter(splits.test))
+    splits = data.fashion_mnist_splits(batch_size=256, device="cpu")
+    assert len(splits.train[1]) == 50_000 and len(splits.val[1]) == 10_000
+    assert len(splits.loader()) == -(-50_000 // 256)
+    X, y = next(iter(splits.loader("test")))
     assert X.shape[1:] == (1, 28, 28) and 0.0 <= X.min() and X.max() <= 1.0
     assert set(y.unique().tolist()) <= set(range(10))
 
@@ -152,3 +154,28 @@ def test_train_val_split_partitions():
     assert torch.equal(Xt.long(), yt)
     with pytest.raises(ValueError):
         train_val_split(X, val_size=100)
+
+
+def test_splits_make_training_and_evaluation_loaders():
+    X = torch.arange(100).float().unsqueeze(1)
+    y = torch.arange(100)
+    splits = Splits((X[:60], y[:60]), val=[X[60:80], y[60:80]], batch_size=16,
+                    eval_batch_size=32, seed=4)  # fmt: skip
+    assert isinstance(splits.val, tuple) and splits.test is None
+    train = splits.loader()
+    assert isinstance(train, TensorLoader) and train.shuffle and train.batch_size == 16
+    same = TensorLoader(X[:60], y[:60], batch_size=16, seed=4)
+    assert [b.tolist() for _, b in train] == [b.tolist() for _, b in same]
+    other = splits.loader("train", batch_size=10, seed=5)
+    assert len(other) == 6 and [b.tolist() for _, b in other] != [b.tolist() for _, b in same]
+    val = splits.loader("val")
+    assert not val.shuffle and val.batch_size == 32
+    assert torch.cat([b for _, b in val]).tolist() == list(range(60, 80))
+    assert splits.loader("val", batch_size=5).batch_size == 5
+    assert train.device == X.device  # the data stays where it lives
+    with pytest.raises(ValueError, match="no 'test' split"):
+        splits.loader("test")
+    with pytest.raises(ValueError, match="unknown split"):
+        splits.loader("validation")
+    with pytest.raises(ValueError, match="3 inputs but 4 targets"):
+        Splits((torch.zeros(3), torch.zeros(4)))

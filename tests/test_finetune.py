@@ -23,6 +23,7 @@ from d2lcore.finetune import (
     replace_head,
     save_checkpoint,
 )
+from d2lcore.train import RunResult
 
 
 def get_first_conv_channels(model: nn.Module) -> int:
@@ -204,23 +205,30 @@ def test_pretrain_source_is_cached_and_keyed(tmp_path: Path) -> None:
 
     train, val = _tiny_split(16, 2, 0), _tiny_split(8, 2, 1)
     config = SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8)
-    first, meta = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    first = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert isinstance(first, RunResult) and first.model is not None
+    meta = first.extras
     assert meta["cached"] is False and Path(meta["path"]).is_file()
-    again, meta2 = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
-    assert meta2["cached"] is True and meta2["path"] == meta["path"]
-    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+    again = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert again.extras["cached"] is True and again.extras["path"] == meta["path"]
+    assert again.model is not None
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(),
+                    strict=True):  # fmt: skip
         assert torch.equal(a, b)
+    # the history and final numbers come back with the checkpoint
+    assert again.history == first.history and again.history.num_epochs == 1
+    assert again.metrics == first.metrics and first.metrics["val_acc"] == first.history.val_acc[-1]
     # other data or another configuration is another checkpoint
-    _, meta3 = pretrain_source(config, _tiny_split(16, 2, 5), val, cache_dir=tmp_path,
-                               device="cpu")  # fmt: skip
-    _, meta4 = pretrain_source(SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8, lr=1e-3),
-                               train, val, cache_dir=tmp_path, device="cpu")  # fmt: skip
+    meta3 = pretrain_source(config, _tiny_split(16, 2, 5), val, cache_dir=tmp_path,
+                            device="cpu").extras  # fmt: skip
+    meta4 = pretrain_source(SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8, lr=1e-3),
+                            train, val, cache_dir=tmp_path, device="cpu").extras  # fmt: skip
     assert len({meta["path"], meta3["path"], meta4["path"]}) == 3
     # a damaged checkpoint is trained again, not trusted
     Path(meta["path"]).write_bytes(b"not a checkpoint")
-    _, meta5 = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    meta5 = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu").extras
     assert meta5["cached"] is False
-    assert pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")[1]["cached"]
+    assert pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu").extras["cached"]
 
 
 def test_step_loader_counts_steps_across_passes() -> None:
@@ -247,3 +255,33 @@ def test_fine_tune_steps_per_epoch_sets_the_budget() -> None:
     result = fine_tune(model, FineTuneConfig(num_epochs=3, batch_size=4, steps_per_epoch=5),
                        _tiny_split(8, 3, 0), _tiny_split(8, 3, 1), device="cpu")  # fmt: skip
     assert len(result.history.val_acc) == 3 and result.config["steps_per_epoch"] == 5
+
+
+def test_finetune_trainers_leave_the_global_random_state_alone(tmp_path: Path) -> None:
+    from d2lcore.finetune import (
+        FineTuneConfig,
+        SourceConfig,
+        book_cnn,
+        fine_tune,
+        pretrain_source,
+    )
+
+    def augment(x: torch.Tensor) -> torch.Tensor:  # draws from the global generator
+        return x + 0.01 * torch.randn_like(x)
+
+    train, val = _tiny_split(16, 2, 0), _tiny_split(8, 2, 1)
+    config = SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8)
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    source = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")  # from the cache
+    runs = []
+    for _ in range(2):
+        model = replace_head(book_cnn(2, seed=0), 3, generator=torch.Generator().manual_seed(0))
+        runs.append(fine_tune(model, FineTuneConfig(num_epochs=1, batch_size=8),
+                              _tiny_split(16, 3, 0), _tiny_split(8, 3, 1), augment=augment,
+                              device="cpu"))  # fmt: skip
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert isinstance(source, RunResult) and all(isinstance(r, RunResult) for r in runs)
+    assert runs[0].history.train_loss == runs[1].history.train_loss  # augmentation seeded
+    assert runs[0].model is not None

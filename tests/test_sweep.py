@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from d2lcore import batched, cache, sweep
-from d2lcore.data import DataSplits, TensorLoader
+from d2lcore.data import Splits, TensorLoader
 from d2lcore.device import make_generator
 from d2lcore.models import MLP, Dropout
 from d2lcore.sweep import (
@@ -22,7 +22,6 @@ from d2lcore.sweep import (
     ModelSpec,
     RunResult,
     TrainConfig,
-    TrainData,
     grid_configs,
     train_grid,
     train_one,
@@ -41,19 +40,19 @@ def fake_images(n: int = 300, classes: int = 4, seed: int = 0) -> tuple[torch.Te
     return X, y
 
 
-def image_data(n_train: int = 200, batch: int = 64) -> TrainData:
+def image_data(n_train: int = 200, batch: int = 64) -> Splits:
     X, y = fake_images(n_train + 100)
     val, test = slice(n_train, n_train + 50), slice(n_train + 50, None)
-    return TrainData(
+    return Splits(
         (X[:n_train], y[:n_train]), (X[val], y[val]), (X[test], y[test]), eval_batch_size=batch
     )
 
 
-def regression_data() -> TrainData:
+def regression_data() -> Splits:
     gen = make_generator(3)
     X = torch.randn(150, 3, generator=gen)
     y = X @ torch.tensor([[2.0], [-3.4], [1.0]]) + 4.2 + 0.01 * torch.randn(150, 1, generator=gen)
-    return TrainData((X[:100], y[:100]), (X[100:], y[100:]))
+    return Splits((X[:100], y[:100]), (X[100:], y[100:]))
 
 
 def assert_runs_close(got: RunResult, want: RunResult) -> None:
@@ -69,7 +68,7 @@ def assert_runs_close(got: RunResult, want: RunResult) -> None:
 
 
 def assert_matches_train_one(
-    grid: GridResults, spec: ModelSpec, base: TrainConfig, data: TrainData
+    grid: GridResults, spec: ModelSpec, base: TrainConfig, data: Splits
 ) -> None:
     assert grid.meta["batched"] is True
     for run in grid.runs:
@@ -175,20 +174,27 @@ def test_fallback_gives_the_same_results_and_api() -> None:
     )
 
 
-def test_data_splits_are_accepted() -> None:
+def test_splits_with_their_own_batch_sizes_are_accepted() -> None:
     X, y = fake_images(200)
-    splits = DataSplits(
-        train=TensorLoader(X[:120], y[:120], batch_size=32, seed=0),
-        val=TensorLoader(X[120:160], y[120:160], batch_size=20, shuffle=False),
-        test=TensorLoader(X[160:], y[160:], batch_size=20, shuffle=False),
-    )
+    data = Splits((X[:120], y[:120]), (X[120:160], y[120:160]), (X[160:], y[160:]),
+                  batch_size=16, eval_batch_size=20, seed=3)  # fmt: skip
     spec = ModelSpec("softmax", 36, 4)
     base = TrainConfig(lr=0.5, num_epochs=2, batch_size=32)
-    grid = train_grid(spec, {"lr": [0.1, 0.5]}, base, splits, cache=False)
-    data = TrainData.from_splits(splits)
-    assert data.eval_batch_size == 20
+    grid = train_grid(spec, {"lr": [0.1, 0.5]}, base, data, cache=False)
     assert_matches_train_one(grid, spec, base, data)
     assert all(r.test_acc is not None for r in grid)
+
+
+def test_train_one_returns_the_model_and_leaves_the_global_random_state_alone() -> None:
+    spec = ModelSpec("mlp", 36, 4, hidden_sizes=(8,))
+    config = TrainConfig(lr=0.2, num_epochs=2, batch_size=25, dropout=0.3, seed=3)
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    first = train_one(spec, config, image_data())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert isinstance(first, RunResult) and isinstance(first.model, nn.Module)
+    torch.rand(7)  # whatever the caller drew, the run is the same
+    assert train_one(spec, config, image_data()).history.train_loss == first.history.train_loss
 
 
 def test_train_one_is_the_plain_fit() -> None:
@@ -307,7 +313,7 @@ def test_cache_invalidation(
     X, y = data.train
     X2 = X.clone()
     X2[0, 0, 0, 0] += 1e-3
-    again(data=TrainData((X2, y), data.val, data.test, eval_batch_size=data.eval_batch_size))
+    again(data=Splits((X2, y), data.val, data.test, eval_batch_size=data.eval_batch_size))
     again(base=TrainConfig(lr=0.5, num_epochs=3, batch_size=50))
     again(axes={"lr": [0.1, 0.3], "init": ["default", "zeros"]})
     again(axes={"init": ["default", "zeros"], "lr": [0.1, 0.5]})  # axis order is grid order
@@ -358,10 +364,13 @@ def test_data_fingerprint_sees_dtype_shape_and_bytes() -> None:
     data = image_data()
     X, y = data.train
     fp = sweep.data_fingerprint
-    assert fp(data) == fp(TrainData((X.clone(), y.clone()), data.val, data.test, 64))
-    assert fp(data) != fp(TrainData((X.double(), y), data.val, data.test, 64))
-    assert fp(data) != fp(TrainData((X.reshape(len(X), -1), y), data.val, data.test, 64))
-    assert fp(data) != fp(TrainData((X, y), data.val, None, 64))
+    def same_but(train, test=data.test):
+        return Splits(train, data.val, test, eval_batch_size=64)
+
+    assert fp(data) == fp(same_but((X.clone(), y.clone())))
+    assert fp(data) != fp(same_but((X.double(), y)))
+    assert fp(data) != fp(same_but((X.reshape(len(X), -1), y)))
+    assert fp(data) != fp(same_but((X, y), test=None))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

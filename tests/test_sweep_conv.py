@@ -13,19 +13,20 @@ from torch import nn
 
 from d2lcore import config, sweep
 from d2lcore.conv import LeNet, SmallResNet
+from d2lcore.data import Splits
 from d2lcore.device import make_generator
 from d2lcore.models import Dropout
-from d2lcore.sweep import ModelSpec, TrainConfig, TrainData, train_grid, train_one
+from d2lcore.sweep import ModelSpec, TrainConfig, train_grid, train_one
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_images(n: int = 96, size: int = 28) -> TrainData:
+def tiny_images(n: int = 96, size: int = 28) -> Splits:
     gen = make_generator(0)
     y = torch.randint(0, 3, (n,), generator=gen)
     X = torch.rand(n, 1, size, size, generator=gen)
     X[:, 0, :4, :4] += y[:, None, None].float()  # the class brightens a corner
-    return TrainData((X[:64], y[:64]), (X[64:80], y[64:80]), (X[80:], y[80:]), eval_batch_size=32)
+    return Splits((X[:64], y[:64]), (X[64:80], y[64:80]), (X[80:], y[80:]), eval_batch_size=32)
 
 
 def test_spec_builds_conv_models() -> None:

@@ -4,7 +4,7 @@ from torch import nn
 
 from d2lcore.data import TensorLoader, synthetic_linear_data, train_val_split
 from d2lcore.models import MLP, LinearRegression
-from d2lcore.train import History, fit
+from d2lcore.train import History, RunResult, fit, seeded
 
 
 def _linreg_loaders(seed=0):
@@ -79,3 +79,57 @@ def test_history_round_trips_through_a_dict():
         "val_acc": 0.7,
         "seconds": pytest.approx(0.2),
     }
+
+
+def test_evaluate_records_its_numbers_each_epoch():
+    train, val = _linreg_loaders()
+    model = LinearRegression(2)
+    modes = []
+
+    def probe(m):
+        modes.append((m.training, torch.is_grad_enabled()))
+        return {"bias": m.linear.bias.item(), "val_loss": 0.5}
+
+    h = fit(model, train, loss_fn=nn.MSELoss(), num_epochs=3, evaluate=probe,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.03),
+            device=torch.device("cpu"))  # fmt: skip
+    assert h.val_loss == [0.5, 0.5, 0.5]  # a History field goes to its own list
+    assert list(h.metrics) == ["bias"] and len(h.metrics["bias"]) == 3
+    assert h.metrics["bias"][-1] == pytest.approx(model.linear.bias.item())
+    assert modes == [(False, False)] * 3 and model.training  # eval mode, no grad, restored
+    assert h.final()["bias"] == h.metrics["bias"][-1]
+    with pytest.raises(ValueError, match="val_loss"):  # measured twice
+        fit(model, train, loss_fn=nn.MSELoss(), num_epochs=1, val_batches=val, evaluate=probe,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.03))  # fmt: skip
+
+
+def test_a_non_finite_evaluated_number_is_divergence():
+    train, _ = _linreg_loaders()
+    model = LinearRegression(2)
+    numbers = iter([1.0, float("nan"), 2.0])
+    h = fit(model, train, loss_fn=nn.MSELoss(), num_epochs=3,
+            evaluate=lambda m: {"score": next(numbers)},
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.03),
+            device=torch.device("cpu"))  # fmt: skip
+    assert h.diverged and h.diverged_epoch == 2
+    assert h.metrics == {"score": [1.0]} and h.num_epochs == 1
+
+
+def test_history_metrics_round_trip_and_old_dicts_load():
+    h = History([1.0], [1.1], [], [0.1], metrics={"token_acc": [0.7]})
+    assert History.from_dict(h.to_dict()) == h
+    old = {"train_loss": [1.0], "val_loss": [], "val_acc": [], "seconds": [0.1],
+           "diverged": False, "diverged_epoch": None}  # fmt: skip
+    assert History.from_dict(old).metrics == {}
+    run = RunResult({"lr": 0.1}, History.from_dict(old))
+    assert RunResult.from_dict(run.to_dict()).history == run.history
+
+
+def test_seeded_repeats_draws_and_restores_the_global_state():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with seeded(5):
+        a = torch.rand(3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with seeded(5):
+        assert torch.equal(torch.rand(3), a)

@@ -10,17 +10,15 @@ weights per query, summing to one over the keys it may see).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from d2lcore.data import TensorLoader
+from d2lcore.data import Split, Splits
 from d2lcore.device import get_device, make_generator
 from d2lcore.init import init_weights
-from d2lcore.train import EpochHook, History, fit
+from d2lcore.train import EpochHook, RunResult, fit, seeded
 
 # ----------------------------------------------------------------------------------
 # Nadaraya-Watson kernel regression
@@ -100,25 +98,43 @@ def leave_one_out_keys(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     return x.expand(n, n)[keep].reshape(n, n - 1), y.expand(n, n)[keep].reshape(n, n - 1)
 
 
+class _LeaveOneOut(nn.Module):
+    """``model``'s predictions for the training inputs, each from the *other* points
+    (:func:`leave_one_out_keys`): what :func:`fit_bandwidth` trains."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def __init__(self, model: NWKernelRegression, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        keys, values = leave_one_out_keys(x, y)  # (n, n-1)
+        self.register_buffer("keys", keys, persistent=False)
+        self.register_buffer("values", values, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.model.log_bandwidth.exp()
+        weights = torch.softmax(-((x[:, None] - self.keys) ** 2) / (2 * h**2), dim=1)  # (n, n-1)
+        return (weights * self.values).sum(dim=1)  # (n,)
+
+
 def fit_bandwidth(
     x: torch.Tensor, y: torch.Tensor, *, bandwidth: float = 1.0, lr: float = 0.1,
-    num_steps: int = 200,
-) -> tuple[NWKernelRegression, list[float]]:  # fmt: skip
+    num_steps: int = 200, on_epoch_end: EpochHook | None = None,
+) -> RunResult:  # fmt: skip
     """Learn the bandwidth of :class:`NWKernelRegression` on ``(x, y)`` by leave-one-out
-    squared error with Adam. Returns the model and the loss per step."""
+    squared error with Adam and :func:`~d2lcore.train.fit`, one full-batch step per
+    "epoch". Returns a :class:`~d2lcore.train.RunResult`: the loss per step in
+    ``history.train_loss``, the learned ``bandwidth`` in ``metrics`` and the
+    :class:`NWKernelRegression` in ``model``."""
     model = NWKernelRegression(bandwidth)
-    keys, values = leave_one_out_keys(x, y)  # (n, n-1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(num_steps):
-        optimizer.zero_grad()
-        h = model.log_bandwidth.exp()
-        weights = torch.softmax(-((x[:, None] - keys) ** 2) / (2 * h**2), dim=1)  # (n, n-1)
-        loss = ((weights * values).sum(dim=1) - y).pow(2).mean()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return model, losses
+    loo = _LeaveOneOut(model, x, y)
+    history = fit(loo, [(x, y)], loss_fn=nn.MSELoss(),
+                  optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+                  num_epochs=num_steps, device=x.device, on_epoch_end=on_epoch_end)  # fmt: skip
+    return RunResult(config={"bandwidth": bandwidth, "lr": lr, "num_steps": num_steps},
+                     history=history, metrics={"bandwidth": model.bandwidth},
+                     model=model)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------
@@ -400,50 +416,49 @@ def token_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> float:
 
 def train_reversal(
     config: TransformerConfig,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: Split,
+    val: Split,
     *,
+    test: Split | None = None,
     lr: float = 1e-3,
     num_epochs: int = 10,
     batch_size: int = 64,
     init: str = "default",
     seed: int = 0,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
     on_epoch_end: EpochHook | None = None,
-) -> tuple[TransformerEncoder, History]:
+) -> RunResult:
     """Train a :class:`TransformerEncoder` on ``train = (X, Y)`` with Adam and
     :func:`~d2lcore.train.fit`; ``History.val_loss`` and ``val_acc`` are per *token*
-    on ``val`` (``fit``'s own evaluation counts accuracy per example).
+    on ``val`` (measured by ``fit``'s evaluation function: ``fit``'s own evaluation
+    counts accuracy per example), ``test_acc`` the token accuracy on ``test``.
 
     ``init`` is a scheme of :func:`~d2lcore.init.init_weights` for the linear layers;
-    ``seed`` fixes the initial weights and the minibatch order.
+    ``seed`` fixes the initial weights, the minibatch order and the dropout masks
+    (drawn from torch's global generator inside :func:`~d2lcore.train.seeded`, which
+    leaves the caller's random state as it was).
     """
-    device = device or get_device()
-    torch.manual_seed(seed)
-    model = TransformerEncoder(config)
-    init_weights(model, init)
-    model.to(device)
+    device = get_device(device)
     X_val, Y_val = (t.to(device) for t in val)
     loss_fn = nn.CrossEntropyLoss()
 
-    def record(epoch: int, history: History) -> None:
-        # Appends the validation numbers fit leaves empty, then the caller's hook.
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            history.val_loss.append(float(loss_fn(model(X_val), Y_val)))
-        model.train(was_training)
-        history.val_acc.append(token_accuracy(model, X_val, Y_val))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
+    def per_token(model: nn.Module) -> dict[str, float]:
+        return {"val_loss": float(loss_fn(model(X_val), Y_val)),
+                "val_acc": token_accuracy(model, X_val, Y_val)}  # fmt: skip
 
-    loader = TensorLoader(*train, batch_size=batch_size, seed=seed, device=device)
-    history = fit(
-        model, cast(Iterable[tuple[torch.Tensor, torch.Tensor]], loader),  # (X, Y) pairs
-        loss_fn=loss_fn, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
-        num_epochs=num_epochs, device=device, on_epoch_end=record,
-    )  # fmt: skip
-    return model, history
+    with seeded(seed):
+        model = init_weights(TransformerEncoder(config), init).to(device)
+        loader = Splits(train, batch_size=batch_size, seed=seed).loader(device=device)
+        history = fit(model, loader, loss_fn=loss_fn,
+                      optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+                      num_epochs=num_epochs, evaluate=per_token, device=device,
+                      on_epoch_end=on_epoch_end)  # fmt: skip
+    test_acc = None
+    if test is not None and not history.diverged:
+        test_acc = token_accuracy(model, *(t.to(device) for t in test))
+    run_config = {**asdict(config), "lr": lr, "num_epochs": num_epochs,
+                  "batch_size": batch_size, "init": init, "seed": seed}  # fmt: skip
+    return RunResult(config=run_config, history=history, test_acc=test_acc, model=model)
 
 
 def anti_diagonal_mass(weights: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ Split = tuple[torch.Tensor, torch.Tensor]
 
 
 class SplitData(Protocol):
-    """Training, validation and test tensors (``d2lcore.sweep.TrainData`` is one)."""
+    """Training, validation and test tensors (:class:`d2lcore.data.Splits` is one)."""
 
     @property
     def train(self) -> Split: ...

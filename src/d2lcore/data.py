@@ -1,5 +1,6 @@
-"""Data: synthetic regression data, Fashion-MNIST from local files, and a loader that
-keeps a small data set on the training device.
+"""Data: synthetic regression data, Fashion-MNIST from local files, :class:`Splits` (the
+tensors of a data set's training, validation and test splits) and :class:`TensorLoader`,
+which cuts a small data set that stays on the training device into minibatches.
 
 Fashion-MNIST is looked for, in order, in a folder you name (``root=``), in the folder
 named by the ``D2L_FASHION_MNIST_DIR`` environment variable, in the Debian/Ubuntu
@@ -381,16 +382,72 @@ def train_val_split(
     return tuple(t[train_idx] for t in tensors), tuple(t[val_idx] for t in tensors)
 
 
-@dataclass
-class DataSplits:
-    """Training, validation and test loaders of one data set."""
-
-    train: TensorLoader
-    val: TensorLoader
-    test: TensorLoader
+#: The tensors ``(X, y)`` of one split of a data set.
+Split = tuple[torch.Tensor, torch.Tensor]
+SPLIT_NAMES = ("train", "val", "test")
 
 
-def fashion_mnist_loaders(
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """A data set in memory: the tensors ``(X, y)`` of a training split and optional
+    validation and test splits, and how to cut them into minibatches.
+
+    ``batch_size`` and ``seed`` are the defaults of the training loader (a trainer
+    with its own configuration passes its own); ``eval_batch_size`` is the batch size
+    of the validation and test loaders. Loaders are made on demand by :meth:`loader`,
+    so one data set serves any number of runs.
+    """
+
+    train: Split
+    val: Split | None = None
+    test: Split | None = None
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in SPLIT_NAMES:
+            split = getattr(self, name)
+            if split is None:
+                continue
+            X, y = split  # a pair, whatever sequence it came as
+            if len(X) != len(y):
+                raise ValueError(f"{name}: {len(X)} inputs but {len(y)} targets")
+            object.__setattr__(self, name, (X, y))
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be at least 1")
+
+    def split(self, name: str) -> Split:
+        """The tensors of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {name!r}; choose from {SPLIT_NAMES}")
+        split: Split | None = getattr(self, name)
+        if split is None:
+            raise ValueError(f"this data set has no {name!r} split")
+        return split
+
+    def loader(
+        self,
+        name: str = "train",
+        *,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> TensorLoader:
+        """A new loader over split ``name``: shuffled from ``seed`` (default
+        :attr:`seed`) in minibatches of ``batch_size`` (default :attr:`batch_size`)
+        for ``"train"``; in order, in batches of :attr:`eval_batch_size` (or
+        ``batch_size``) for ``"val"`` and ``"test"``. The data stays on its device
+        unless ``device`` says otherwise."""
+        X, y = self.split(name)
+        train = name == "train"
+        default_bs = self.batch_size if train else self.eval_batch_size
+        return TensorLoader(X, y, batch_size=batch_size or default_bs, shuffle=train,
+                            seed=self.seed if seed is None else seed,
+                            device=X.device if device is None else device)  # fmt: skip
+
+
+def fashion_mnist_splits(
     batch_size: int = 256,
     *,
     val_size: int = 10_000,
@@ -399,8 +456,8 @@ def fashion_mnist_loaders(
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
-) -> DataSplits:
-    """Fashion-MNIST as device-resident loaders, pixels scaled to ``[0, 1]``.
+) -> Splits:
+    """Fashion-MNIST as device-resident :class:`Splits`, pixels scaled to ``[0, 1]``.
 
     The 60,000 training images are split into ``60,000 - val_size`` for training and
     ``val_size`` for validation; the 10,000 test images are kept for the final test.
@@ -411,6 +468,7 @@ def fashion_mnist_loaders(
         train_size: keep only this many training examples (e.g. a fast CPU build).
         flatten: give images as vectors of 784 values instead of ``(1, 28, 28)``.
         seed: seed of the split and of the shuffling.
+        device: where the tensors live; defaults to :func:`get_device`.
     """
     shape = (-1, 784) if flatten else (-1, 1, 28, 28)
     images, labels = load_fashion_mnist("train", root)
@@ -420,12 +478,13 @@ def fashion_mnist_loaders(
         X_train, y_train = X_train[:train_size], y_train[:train_size]
     test_images, test_labels = load_fashion_mnist("test", root)
     X_test = (test_images.float() / 255).reshape(shape)
-    eval_bs = max(batch_size, 1024)
-    return DataSplits(
-        train=TensorLoader(X_train, y_train, batch_size=batch_size, seed=seed, device=device),
-        val=TensorLoader(X_val, y_val, batch_size=eval_bs, shuffle=False, device=device),
-        test=TensorLoader(X_test, test_labels, batch_size=eval_bs, shuffle=False, device=device),
-    )
+    device = get_device(device)
+    return Splits(
+        train=(X_train.to(device), y_train.to(device)),
+        val=(X_val.to(device), y_val.to(device)),
+        test=(X_test.to(device), test_labels.to(device)),
+        batch_size=batch_size, eval_batch_size=max(batch_size, 1024), seed=seed,
+    )  # fmt: skip
 
 
 def check_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:

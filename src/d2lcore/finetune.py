@@ -14,19 +14,18 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from d2lcore import cache
 from d2lcore.conv import SmallResNet
-from d2lcore.data import TensorLoader
+from d2lcore.data import Split, Splits
 from d2lcore.device import get_device, make_generator
-from d2lcore.metrics import evaluate
-from d2lcore.train import EpochHook, History, RunResult, fit
+from d2lcore.metrics import Batch, evaluate
+from d2lcore.train import EpochHook, History, RunResult, fit, seeded
 
-Split = tuple[torch.Tensor, torch.Tensor]
 HEAD_INITS = ("default", "zero")
 CHECKPOINT_FORMAT = 1
 
@@ -74,7 +73,8 @@ def replace_head(
         raise ValueError(f"unknown head init {init!r}; choose from {HEAD_INITS}")
     name = head_name(model)
     old = get_head(model)
-    new = nn.Linear(old.in_features, num_classes, device=old.weight.device)
+    with seeded(0):  # its own init is overwritten below: keep the caller's random stream
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device)
     with torch.no_grad():
         if init == "zero":
             new.weight.zero_()
@@ -225,11 +225,17 @@ def few_labels(X: torch.Tensor, y: torch.Tensor, n: int, *, seed: int = 0) -> Sp
     return X[order], y[order]
 
 
-def book_cnn(num_classes: int) -> nn.Module:
+def book_cnn(num_classes: int, *, seed: int | None = None) -> nn.Module:
     """The book's source network: a narrow :class:`~d2lcore.conv.SmallResNet`. Its
     globally pooled convolutional features transfer to new classes far better than
-    LeNet's dense layers, which specialize to the source classes."""
-    return SmallResNet((8, 16, 32), num_classes=num_classes)
+    LeNet's dense layers, which specialize to the source classes.
+
+    With a ``seed`` its initial weights come from that seed alone (the caller's random
+    state is left as it was); without one, from torch's global generator."""
+    if seed is None:
+        return SmallResNet((8, 16, 32), num_classes=num_classes)
+    with seeded(seed):
+        return SmallResNet((8, 16, 32), num_classes=num_classes)
 
 
 @dataclass(frozen=True)
@@ -241,14 +247,6 @@ class SourceConfig:
     lr: float = 2e-3
     batch_size: int = 128
     seed: int = 0
-
-
-def _batches(split: Split, batch_size: int, device: torch.device, *,
-             seed: int | None = None) -> Iterable[Split]:  # fmt: skip
-    """Training batches shuffled from ``seed``, or evaluation batches (``seed=None``)."""
-    loader = TensorLoader(*split, batch_size=batch_size, shuffle=seed is not None,
-                          seed=seed or 0, device=device)  # fmt: skip
-    return cast(Iterable[Split], loader)  # it yields (X, y) pairs
 
 
 def checkpoint_key(config: SourceConfig, train: Split, val: Split) -> str:
@@ -266,38 +264,47 @@ def pretrain_source(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> RunResult:
     """The source network trained on ``train`` (labels already ``0 .. k-1``), loaded from
     the cache folder when a checkpoint with the same :func:`checkpoint_key` is there,
-    else trained and saved. Returns the model and its metadata (``val_acc``,
-    ``seconds``, ``cached``, ``path``)."""
+    else trained and saved.
+
+    Returns a :class:`~d2lcore.train.RunResult`: the network in ``model``, its history
+    (kept in the checkpoint), ``metrics`` ``val_acc`` and ``seconds`` (of the training,
+    whenever it happened), and ``extras`` ``cached`` (loaded, not trained now),
+    ``path`` (the checkpoint) and ``key``."""
     device = get_device(device)
     folder = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
     key = checkpoint_key(config, train, val)
     path = folder / f"source-{key}.pt"
-    model = book_cnn(len(config.classes))
+
+    def result(model: nn.Module, meta: dict[str, Any], cached: bool) -> RunResult:
+        history = History.from_dict(meta.get("history") or {})
+        metrics = {"val_acc": float(meta["val_acc"]), "seconds": float(meta["seconds"])}
+        return RunResult(config=asdict(config), history=history, metrics=metrics,
+                         extras={"cached": cached, "path": str(path), "key": key},
+                         model=model.to(device))  # fmt: skip
+
     if path.is_file():
+        model = book_cnn(len(config.classes), seed=config.seed)  # weights replaced on load
         try:
-            meta = load_pretrained(path, model)
-            return model.to(device), {**meta, "cached": True, "path": str(path)}
-        except CheckpointError:
-            pass  # a damaged cache entry: train again and overwrite it
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = book_cnn(len(config.classes))
-    loader = _batches(train, config.batch_size, device, seed=config.seed)
-    val_loader = _batches(val, 1024, device)
-    history = fit(model, loader, loss_fn=nn.CrossEntropyLoss(),
-                  optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-                  num_epochs=config.num_epochs, val_batches=val_loader,
-                  device=device)  # fmt: skip
+            return result(model, load_pretrained(path, model), cached=True)
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            pass  # a damaged or older cache entry: train again and overwrite it
+    model = book_cnn(len(config.classes), seed=config.seed)
+    data = Splits(train, val, batch_size=config.batch_size, seed=config.seed)
+    with seeded(config.seed):  # a module drawing from the global stream stays repeatable
+        history = fit(model, data.loader(device=device), loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+                      num_epochs=config.num_epochs,
+                      val_batches=data.loader("val", device=device), device=device)  # fmt: skip
     meta = {"key": key, "config": asdict(config), "val_acc": history.val_acc[-1],
-            "seconds": sum(history.seconds)}  # fmt: skip
+            "seconds": sum(history.seconds), "history": history.to_dict()}  # fmt: skip
     try:
         save_checkpoint(path, model, meta)
     except OSError:  # a read-only or full disk must not break the page
         pass
-    return model, {**meta, "cached": False, "path": str(path)}
+    return result(model, meta, cached=False)
 
 
 # ----------------------------------------------------------------------------------
@@ -311,7 +318,7 @@ class AugmentedLoader:
     """Minibatches ``(X, y)`` of ``loader`` with ``transform`` applied to every image
     separately (each gets its own random crop or shift)."""
 
-    def __init__(self, loader: Iterable[Split], transform: Transform) -> None:
+    def __init__(self, loader: Iterable[Batch], transform: Transform) -> None:
         self.loader = loader
         self.transform = transform
 
@@ -328,17 +335,17 @@ class StepLoader:
     fixed number of steps instead gives runs with different numbers of labels the same
     budget and the same points of evaluation."""
 
-    def __init__(self, loader: Iterable[Split], steps: int) -> None:
+    def __init__(self, loader: Iterable[Batch], steps: int) -> None:
         if steps < 1:
             raise ValueError(f"steps per epoch must be at least 1, not {steps}")
         self.loader = loader
         self.steps = steps
-        self._it: Iterator[Split] | None = None
+        self._it: Iterator[Batch] | None = None
 
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[Split]:
+    def __iter__(self) -> Iterator[Batch]:
         for _ in range(self.steps):
             batch = next(self._it, None) if self._it is not None else None
             if batch is None:
@@ -378,22 +385,27 @@ def fine_tune(
     """Train ``model`` (its head already replaced) on the target with Adam over
     :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body. ``test_acc`` is the
     accuracy on ``test`` at the end; ``on_epoch_end`` is passed to
-    :func:`~d2lcore.train.fit` (live controls show progress with it)."""
+    :func:`~d2lcore.train.fit` (live controls show progress with it).
+
+    ``config.seed`` fixes the minibatch order and whatever draws from torch's global
+    generator during training (``augment``'s random transforms, dropout), inside
+    :func:`~d2lcore.train.seeded`: the caller's random state is left as it was."""
     device = get_device(device)
     if config.body_lr_mult == 0:
         freeze_body(model)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.body_lr_mult))
-    loader: Iterable[Split] = _batches(train, config.batch_size, device, seed=config.seed)
+    data = Splits(train, val, test, batch_size=config.batch_size, seed=config.seed)
+    loader: Iterable[Batch] = data.loader(device=device)
     if config.steps_per_epoch is not None:
         loader = StepLoader(loader, config.steps_per_epoch)
     batches = loader if augment is None else AugmentedLoader(loader, augment)
-    val_loader = _batches(val, 1024, device)
     loss_fn = nn.CrossEntropyLoss()
-    history: History = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
-                           num_epochs=config.num_epochs, val_batches=val_loader,
-                           device=device, on_epoch_end=on_epoch_end)  # fmt: skip
+    with seeded(config.seed):
+        history = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
+                      num_epochs=config.num_epochs, val_batches=data.loader("val", device=device),
+                      device=device, on_epoch_end=on_epoch_end)  # fmt: skip
     test_acc = None
     if test is not None and not history.diverged:
-        test_loader = _batches(test, 1024, device)
-        test_acc = evaluate(model, test_loader, loss_fn, device=device).accuracy
-    return RunResult(config=asdict(config), history=history, test_acc=test_acc)
+        test_acc = evaluate(model, data.loader("test", device=device), loss_fn,
+                            device=device).accuracy  # fmt: skip
+    return RunResult(config=asdict(config), history=history, test_acc=test_acc, model=model)

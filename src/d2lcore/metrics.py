@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: A minibatch: ``(X, y)``, as a loader yields it.
+Batch = tuple[torch.Tensor, ...]
 
 
 def num_correct(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,7 +33,7 @@ class Evaluation:
 
 def evaluate(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[Batch],
     loss_fn: LossFn,
     *,
     device: torch.device | None = None,

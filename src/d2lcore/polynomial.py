@@ -14,12 +14,11 @@ from collections.abc import Sequence
 
 import torch
 
+from d2lcore.data import Split
 from d2lcore.device import get_device, make_generator
 
 #: The cubic's coefficients for ``1, x, x**2 / 2!, x**3 / 3!`` (as in d2l).
 TRUE_WEIGHTS = (5.0, 1.2, -3.4, 5.6)
-
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def polynomial_features(x: torch.Tensor, max_degree: int) -> torch.Tensor:

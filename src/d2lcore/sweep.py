@@ -1,8 +1,8 @@
 """Grids of training runs: every combination of a few named axes (learning rate,
 dropout, initialization scheme, ...), with each configuration's full history.
 
-The data of a run (:class:`TrainData`; its configuration, :class:`TrainConfig` and
-:class:`ModelSpec`, lives in :mod:`d2lcore.config` and is re-exported here),
+What a run is made of (:class:`TrainConfig` and :class:`ModelSpec`, from
+:mod:`d2lcore.config` and re-exported here; the data as :class:`~d2lcore.data.Splits`),
 :func:`train_one` (the reference: one model, :func:`~d2lcore.train.fit`), and
 :func:`train_grid`: :func:`~d2lcore.grid.run_grid` over :func:`train_one`, with the
 configurations that can train together stacked (:mod:`d2lcore.batched`).
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, replace
 from typing import Any, cast
 
 import torch
@@ -22,66 +22,18 @@ from torch import nn
 from d2lcore.batched import dropout_generator, fit_stacked, structure, why_not_stacked
 from d2lcore.cache import tensor_digest
 from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
-from d2lcore.data import DataSplits, TensorLoader
+from d2lcore.data import Splits
 from d2lcore.device import get_device, make_generator
 from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
 from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
-from d2lcore.train import EpochHook, RunResult, fit
+from d2lcore.train import EpochHook, RunResult, fit, seeded
 
-__all__ = [
-    "KINDS",
-    "AxisValue",
-    "GridResults",
-    "ModelKind",
-    "ModelSpec",
-    "RunResult",
-    "TrainConfig",
-    "TrainData",
-    "build_model",
-    "grid_configs",
-    "train_grid",
-    "train_one",
-]
+__all__ = ["KINDS", "AxisValue", "GridResults", "ModelKind", "ModelSpec", "RunResult",
+           "Splits", "TrainConfig", "build_model", "grid_configs", "train_grid", "train_one"]
 
 # ----------------------------------------------------------------------------------
 # What a run is made of: TrainConfig and ModelSpec live in d2lcore.config
-
-Split = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True, eq=False)
-class TrainData:
-    """The tensors ``(X, y)`` of a training split and optional validation and test
-    splits; ``eval_batch_size`` is the batch size for evaluation. Make one from
-    :class:`~d2lcore.data.DataSplits` with :meth:`from_splits`."""
-
-    train: Split
-    val: Split | None = None
-    test: Split | None = None
-    eval_batch_size: int = 1024
-
-    @classmethod
-    def from_splits(cls, splits: DataSplits) -> TrainData:
-        """The tensors behind three loaders (their batch size and seed are not kept:
-        those come from each :class:`TrainConfig`)."""
-
-        def pair(loader: TensorLoader) -> Split:
-            X, y = loader.tensors
-            return X, y
-
-        return cls(
-            pair(splits.train),
-            pair(splits.val),
-            pair(splits.test),
-            eval_batch_size=splits.val.batch_size,
-        )
-
-
-def as_train_data(data: TrainData | DataSplits) -> TrainData:
-    """``data`` as :class:`TrainData`."""
-    return data if isinstance(data, TrainData) else TrainData.from_splits(data)
-
 
 def build_model(spec: ModelSpec, config: TrainConfig, device: torch.device) -> nn.Module:
     """``spec``'s model on the CPU, initialized from ``config.seed`` alone, with its
@@ -94,48 +46,40 @@ def build_model(spec: ModelSpec, config: TrainConfig, device: torch.device) -> n
     )
 
 
-def _loader(split: Split, batch_size: int, device: torch.device, *,
-            seed: int | None = None) -> Iterable[Split]:  # fmt: skip
-    """Training batches shuffled from ``seed``, or evaluation batches (``seed=None``)."""
-    loader = TensorLoader(*split, batch_size=batch_size, shuffle=seed is not None,
-                          seed=seed or 0, device=device)  # fmt: skip
-    return cast(Iterable[Split], loader)  # it yields (X, y) pairs
-
-
 def train_one(
     spec: ModelSpec,
     config: TrainConfig,
-    data: TrainData | DataSplits,
+    data: Splits,
     *,
     device: torch.device | str | None = None,
     on_epoch_end: EpochHook | None = None,
 ) -> RunResult:
     """Train one configuration with :func:`~d2lcore.train.fit`: the reference that
     :func:`train_grid` matches. ``test_acc`` is the test accuracy (classes only,
-    ``None`` when diverged or without a test split)."""
+    ``None`` when diverged or without a test split); ``model`` the trained model."""
     device = get_device(device)
-    data = as_train_data(data)
     model = build_model(spec, config, device)
     loss_fn = spec.model_kind.loss()
     opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    train = _loader(data.train, config.batch_size, device, seed=config.seed)
-    val = None if data.val is None else _loader(data.val, data.eval_batch_size, device)
-    history = fit(model, train, loss_fn=loss_fn, optimizer=optimizer,
-                  num_epochs=config.num_epochs, val_batches=val, device=device,
-                  on_epoch_end=on_epoch_end)  # fmt: skip
+    train = data.loader("train", batch_size=config.batch_size, seed=config.seed, device=device)
+    val = None if data.val is None else data.loader("val", device=device)
+    with seeded(config.seed):  # a module drawing from the global stream stays repeatable
+        history = fit(model, train, loss_fn=loss_fn, optimizer=optimizer,
+                      num_epochs=config.num_epochs, val_batches=val, device=device,
+                      on_epoch_end=on_epoch_end)  # fmt: skip
     test_acc = None
     if data.test is not None and not spec.regression and not history.diverged:
-        test = _loader(data.test, data.eval_batch_size, device)
+        test = data.loader("test", device=device)
         test_acc = evaluate(model, test, loss_fn, device=device).accuracy
-    return RunResult(config=asdict(config), history=history, test_acc=test_acc)
+    return RunResult(config=asdict(config), history=history, test_acc=test_acc, model=model)
 
 
 # ----------------------------------------------------------------------------------
 # Grids, batched and cached
 
 
-def data_fingerprint(data: TrainData) -> str:
+def data_fingerprint(data: Splits) -> str:
     """A hash of every tensor's dtype, shape and bytes (~0.2 s for Fashion-MNIST)."""
     splits = [t for split in (data.train, data.val, data.test) for t in (split or (None, None))]
     return f"eval_batch_size={data.eval_batch_size} " + tensor_digest(*splits)
@@ -145,7 +89,7 @@ def train_grid(
     spec: ModelSpec,
     axes: Mapping[str, Sequence[AxisValue]],
     base: TrainConfig,
-    data: TrainData | DataSplits,
+    data: Splits,
     *,
     device: torch.device | str | None = None,
     batched: bool | None = None,
@@ -165,7 +109,8 @@ def train_grid(
     go on.
 
     Args:
-        data: tensors, or the loaders of :func:`~d2lcore.data.fashion_mnist_loaders`.
+        data: the tensors of each split (e.g. :func:`~d2lcore.data.fashion_mnist_splits`);
+            batch size and seed come from each configuration.
         batched: ``None`` stacks where the kind's entry says it is faster on
             ``device``; ``True`` stacks wherever the models can stack (to measure it,
             as ``benchmarks/bench_grid.py`` does); ``False`` trains one configuration
@@ -180,7 +125,6 @@ def train_grid(
     and, where they were not, ``unstacked_reason``.
     """
     device = get_device(device)
-    data = as_train_data(data)
     names = {f.name for f in fields(TrainConfig)}
     grid = Grid(axes)
     for name in grid.names:
