@@ -21,6 +21,7 @@ Usage::
     python benchmarks/bench_epoch.py                 # all models, 3 timed epochs
     python benchmarks/bench_epoch.py --models lenet --epochs 2 --threads 1
     python benchmarks/bench_epoch.py --models mlp --epochs 3
+    python benchmarks/bench_epoch.py --no-d2l        # d2lcore's side only (also without d2l)
     D2L_DEVICE=cpu python benchmarks/bench_epoch.py  # force the device
 """
 
@@ -46,8 +47,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import torch  # noqa: E402
-from d2l import torch as d2l  # noqa: E402
 from torch import nn  # noqa: E402
+
+try:  # the reference side: absent on a bare GPU machine, where d2lcore's side still runs
+    from d2l import torch as d2l
+except ImportError:
+    d2l = None
 
 import d2lcore  # noqa: E402
 from d2lcore.conv import LeNet  # noqa: E402
@@ -129,48 +134,50 @@ def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device
 # d2l 1.0.3
 
 
-class DropoutMLP(d2l.Classifier):
-    """The d2l book's concise ``DropoutMLP`` (section "Dropout"), with one hidden layer.
+if d2l is not None:  # its classes exist only where d2l imports
 
-    The d2l 1.0.3 package does not export its MLP classes (they live only in the book's
-    notebooks), so this is the book's class, cut to the architecture d2lcore's side trains.
-    """
+    class DropoutMLP(d2l.Classifier):
+        """The d2l book's concise ``DropoutMLP`` (section "Dropout"), with one hidden layer.
 
-    def __init__(self, num_outputs: int, num_hiddens: int, dropout: float, lr: float) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(
-            nn.Flatten(), nn.LazyLinear(num_hiddens), nn.ReLU(),
-            nn.Dropout(dropout), nn.LazyLinear(num_outputs),
-        )  # fmt: skip
+        The d2l 1.0.3 package does not export its MLP classes (they live only in the book's
+        notebooks), so this is the book's class, cut to the architecture d2lcore's side trains.
+        """
+
+        def __init__(self, num_outputs: int, num_hiddens: int, dropout: float, lr: float) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.LazyLinear(num_hiddens), nn.ReLU(),
+                nn.Dropout(dropout), nn.LazyLinear(num_outputs),
+            )  # fmt: skip
 
 
-class TimedTrainer(d2l.Trainer):
-    """``d2l.Trainer`` that records the seconds of each ``fit_epoch`` (validation included)
-    and how much of it was spent in the model's ``ProgressBoard.draw``."""
+    class TimedTrainer(d2l.Trainer):
+        """``d2l.Trainer`` that records the seconds of each ``fit_epoch`` (validation included)
+        and how much of it was spent in the model's ``ProgressBoard.draw``."""
 
-    def fit(self, model: d2l.Module, data: d2l.DataModule) -> None:
-        self.epoch_seconds: list[float] = []
-        self.epoch_plot_seconds: list[float] = []
-        self.plot_seconds = 0.0
-        board_draw = model.board.draw
+        def fit(self, model: d2l.Module, data: d2l.DataModule) -> None:
+            self.epoch_seconds: list[float] = []
+            self.epoch_plot_seconds: list[float] = []
+            self.plot_seconds = 0.0
+            board_draw = model.board.draw
 
-        def timed_draw(*args: Any, **kwargs: Any) -> None:
+            def timed_draw(*args: Any, **kwargs: Any) -> None:
+                start = time.perf_counter()
+                board_draw(*args, **kwargs)
+                self.plot_seconds += time.perf_counter() - start
+
+            model.board.draw = timed_draw  # on this one instance: timing only, same behaviour
+            super().fit(model, data)
+
+        def fit_epoch(self) -> None:
+            plot_before = self.plot_seconds
             start = time.perf_counter()
-            board_draw(*args, **kwargs)
-            self.plot_seconds += time.perf_counter() - start
-
-        model.board.draw = timed_draw  # on this one instance: timing only, same behaviour
-        super().fit(model, data)
-
-    def fit_epoch(self) -> None:
-        plot_before = self.plot_seconds
-        start = time.perf_counter()
-        super().fit_epoch()
-        if self.gpus:
-            torch.cuda.synchronize(self.gpus[0])
-        self.epoch_seconds.append(time.perf_counter() - start)
-        self.epoch_plot_seconds.append(self.plot_seconds - plot_before)
+            super().fit_epoch()
+            if self.gpus:
+                torch.cuda.synchronize(self.gpus[0])
+            self.epoch_seconds.append(time.perf_counter() - start)
+            self.epoch_plot_seconds.append(self.plot_seconds - plot_before)
 
 
 def d2l_model(name: str) -> d2l.Classifier:
@@ -259,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side (>= 1)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--no-d2l", action="store_true",
+                        help="time d2lcore's side only (implied where d2l does not import)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -279,32 +288,36 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     splits = fashion_mnist_splits(batch_size=BATCH_SIZE, device=device)
     num_train = len(splits.train[1])
-    runs: dict[str, tuple[Result, Result]] = {}
+    with_d2l = d2l is not None and not args.no_d2l
+    runs: dict[str, tuple[Result, Result | None]] = {}
+    steps_ours = len(splits.loader("train"))
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
-        data = d2l_fashion_mnist(Path(tmp), num_train)
-        steps_d2l = len(data.train_dataloader())
-        steps_ours = len(splits.loader("train"))
-        assert steps_d2l == steps_ours, (steps_d2l, steps_ours)
+        data = d2l_fashion_mnist(Path(tmp), num_train) if with_d2l else None
+        if data is not None:
+            steps_d2l = len(data.train_dataloader())
+            assert steps_d2l == steps_ours, (steps_d2l, steps_ours)
         for name in args.models:
             ours = run_d2lcore(name, splits, num_epochs, device)
-            theirs = run_d2l(name, data, num_epochs, device)
+            theirs = run_d2l(name, data, num_epochs, device) if data is not None else None
             runs[name] = (ours, theirs)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"device: {device} ({where}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, d2l {d2l_version()}"
+        f"{torch.get_num_threads()} threads, "
+        + (f"d2l {d2l_version()}" if with_d2l else "d2l's side not run (--no-d2l or no d2l)")
     )
     print(
         f"Fashion-MNIST, batch {BATCH_SIZE}, SGD lr {LR}: {num_train:,} training examples = "
         f"{steps_ours} steps per epoch on both sides; each epoch also evaluates 10,000 "
         "examples (d2lcore: held-out validation split; d2l: the test split)"
     )
-    print(
-        f"d2l's DataLoader keeps its default num_workers={data.num_workers} "
-        f"(this machine has {os.cpu_count()} CPUs); its epochs include drawing the "
-        "matplotlib progress board (Agg backend)"
-    )
+    if data is not None:
+        print(
+            f"d2l's DataLoader keeps its default num_workers={data.num_workers} "
+            f"(this machine has {os.cpu_count()} CPUs); its epochs include drawing the "
+            "matplotlib progress board (Agg backend)"
+        )
     print(f"1 warm-up epoch, then median of {args.epochs} timed epochs per side")
     # Other processes on the same cores move every figure: say how busy the machine was.
     load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
@@ -324,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for name, (ours, theirs) in runs.items():
+        if theirs is None:
+            print(f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {'-':>12} {'-':>11} "
+                  f"{'-':>14} {ours.val_acc:>15.4f} {'-':>11}")  # fmt: skip
+            continue
         plot = theirs.plot_median
         print(
             f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {theirs.median:>12.3f} "
@@ -335,15 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     print("\nevery epoch's seconds (warm-up first):")
     for name, (ours, theirs) in runs.items():
         print(f"  {name:<8} d2lcore [{fmt_list(ours.seconds)}]")
-        print(
-            f"  {name:<8} d2l     [{fmt_list(theirs.seconds)}]"
-            f"  of which plotting [{fmt_list(theirs.plot_seconds)}]"
-        )
+        if theirs is not None:
+            print(
+                f"  {name:<8} d2l     [{fmt_list(theirs.seconds)}]"
+                f"  of which plotting [{fmt_list(theirs.plot_seconds)}]"
+            )
+    if not with_d2l:
+        return 0
     print(
         "\nd2l plotting = time inside ProgressBoard.draw (matplotlib calls; outside a notebook"
         " IPython's display() prints the figure's repr instead of rendering it)."
     )
     for name, (_, theirs) in runs.items():
+        assert theirs is not None
         print(
             f"  {name:<8} the board is shown {theirs.displays_per_epoch:.0f} times an epoch;"
             f" rendering it once as SVG (as a notebook does) takes {theirs.svg_seconds:.3f} s"

@@ -35,7 +35,8 @@ def test_cells_are_read_as_jupytext_reads_them(page: Path) -> None:
 
 def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     """One real page passes, a page with a false assertion fails with its traceback and
-    line, the budget stops the rest cleanly, and both report files are written."""
+    line, both benchmarks run at their smallest (d2lcore's side), and both report files
+    are written."""
     bad = tmp_path / "bad_page.md"
     bad.write_text("# A page\n\n```{code-cell} ipython3\nx = 1\nprint('accuracy 0.5')\n```\n\n"
                    "text\n\n```{code-cell} ipython3\n:tags: [hide-input]\n\n"
@@ -43,7 +44,7 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_check.py"), str(out), "--profile", "cpu",
-         "--pages", "data_operations", str(bad), "--budget-min", "3", "--no-bench"],
+         "--pages", "data_operations", str(bad), "--budget-min", "5", "--quick-bench"],
         capture_output=True, text=True, cwd=ROOT, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the bad page failed
@@ -56,6 +57,11 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert "x is not 2" in failed["error"]["traceback"]
     assert failed["key_numbers"] == ["accuracy 0.5"]
     assert report["environment"]["device"] == "cpu" and report["profile"] == "cpu"
+    benches = {b["benchmark"].split()[0]: b for b in report["benchmarks"]}
+    assert set(benches) == {"benchmarks/bench_epoch.py", "benchmarks/bench_grid.py"}
+    assert all(b["status"] == "passed" for b in benches.values()), benches
+    assert "softmax 784-10" in benches["benchmarks/bench_epoch.py"]["output"]
+    assert "speedup" in benches["benchmarks/bench_grid.py"]["output"]
     text = (out / "gpu_check.md").read_text()
     assert "| data_operations | passed |" in text and "AssertionError" in text
 

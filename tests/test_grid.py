@@ -102,7 +102,11 @@ def test_run_grid_uses_batch_for_many(tmp_path: Path) -> None:
     assert batches == [12] and len(out) == 12
 
 
-@pytest.mark.parametrize("damage", ["nan", "lengths", "missing", "config"])
+DAMAGE_AXES = {"lr": [0.1, 1.0], "num_epochs": [3]}  # fake_run records 3 epochs
+
+
+@pytest.mark.parametrize("damage", ["nan", "infinity", "lengths", "missing", "config", "string",
+                                    "diverged", "epochs", "test_acc", "metric", "extra_epoch"])
 def test_run_grid_retrains_damaged_entries(tmp_path: Path, damage: str) -> None:
     calls: list[int] = []
 
@@ -110,12 +114,27 @@ def test_run_grid_retrains_damaged_entries(tmp_path: Path, damage: str) -> None:
         calls.append(1)
         return fake_run(config)
 
-    first = run_grid({"lr": [0.1, 1.0]}, fn, cache=tmp_path)
+    first = run_grid(DAMAGE_AXES, fn, cache=tmp_path)
     path = Path(first.meta["path"])
     entry = json.loads(path.read_text())
     run = entry["grid"]["runs"][0]
     if damage == "nan":
         run["history"]["train_loss"][1] = float("nan")
+    elif damage == "infinity":
+        run["history"]["val_loss"][0] = float("inf")
+    elif damage == "string":
+        run["history"]["train_loss"][0] = "0.5"
+    elif damage == "diverged":
+        run["history"]["diverged"] = "no"
+    elif damage == "epochs":
+        run["history"]["diverged_epoch"] = 2  # says diverged at 2, flag says not
+    elif damage == "test_acc":
+        run["test_acc"] = float("nan")
+    elif damage == "metric":
+        run["metrics"] = {"score": None}
+    elif damage == "extra_epoch":
+        for name in ("train_loss", "val_loss", "seconds"):
+            run["history"][name].append(0.1)
     elif damage == "lengths":
         run["history"]["val_loss"].append(0.5)
     elif damage == "missing":
@@ -123,9 +142,9 @@ def test_run_grid_retrains_damaged_entries(tmp_path: Path, damage: str) -> None:
     else:
         run["config"]["lr"] = 0.2
     path.write_text(json.dumps(entry))
-    again = run_grid({"lr": [0.1, 1.0]}, fn, cache=tmp_path)
+    again = run_grid(DAMAGE_AXES, fn, cache=tmp_path)
     assert again.meta["from_cache"] is False and len(calls) == 4
-    assert run_grid({"lr": [0.1, 1.0]}, fn, cache=tmp_path).meta["from_cache"] is True
+    assert run_grid(DAMAGE_AXES, fn, cache=tmp_path).meta["from_cache"] is True
 
 
 def test_grid_results_round_trip_through_json() -> None:

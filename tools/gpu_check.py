@@ -42,8 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW_CELL_S = 1.0
 #: Benchmarks: (script, arguments, quick arguments for a rehearsal).
 BENCHMARKS: tuple[tuple[str, list[str], list[str]], ...] = (
-    ("benchmarks/bench_epoch.py", ["--epochs", "2"], ["--epochs", "1", "--models", "softmax"]),
-    ("benchmarks/bench_grid.py", [], ["--models", "softmax"]),
+    ("benchmarks/bench_epoch.py", ["--epochs", "2"],
+     ["--epochs", "1", "--models", "softmax", "--no-d2l"]),
+    ("benchmarks/bench_grid.py", [],
+     ["--models", "softmax", "--train-size", "2000", "--val-size", "500"]),
 )
 #: What the pages import beyond the standard library and torch.
 PAGE_MODULES = ("numpy", "pandas", "plotly", "ipywidgets", "IPython", "torchvision", "d2l")

@@ -1,24 +1,22 @@
 """d2lcore: the tested core package behind the interactive deep-learning book.
 
-One concept per module:
+One concept per module, in four floors; each imports only its own floor and the ones
+below (``tests/test_layout.py`` checks it):
 
-- ``device``   -- choosing the device and making runs repeatable
-- ``profile``  -- the build profile (``D2L_PROFILE``): how much the pages train
-- ``data``     -- synthetic data, Fashion-MNIST, the in-memory minibatch loader
-- ``models``   -- linear regression, softmax regression, the MLP
-- ``init``     -- named weight-initialization schemes
-- ``metrics``  -- accuracy and evaluation
-- ``train``    -- the training loop and its history
-- ``plotting`` -- plotly figures and the renderer the built book needs
-- ``sweep``    -- grids of runs over named axes, trained together and cached on disk
-- ``batched``  -- the stacked-weights training behind ``sweep``
-- ``sliders``  -- a grid's results as one plotly figure with a slider per axis
-- ``widgets``  -- ipywidgets controls that re-train a configuration in a live kernel
-- ``diagnostics`` -- activation and gradient statistics layer by layer
-- ``polynomial`` -- polynomial regression data for under- and overfitting
-- ``conv``     -- cross-correlation, LeNet, batch norm, a small ResNet
-- ``attention`` -- masked softmax, attention scorers, multi-head attention, a Transformer
-- ``finetune`` -- pretrained source networks, new heads, per-group learning rates
+- **foundation**: ``device`` (the device, seeds), ``profile`` (``D2L_PROFILE``: how much
+  the pages train), ``data`` (Fashion-MNIST from checked files, ``Splits`` of tensors with
+  ``.loader()``), ``models`` and ``conv`` (plain ``nn.Module`` s), ``init``, ``metrics``,
+  ``train`` (the one ``fit`` loop, ``History``, ``RunResult``: what every trainer returns).
+- **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
+  the one configuration order; ``run_grid``, a cached grid of any per-configuration
+  function with extras), ``config`` (``TrainConfig``, ``ModelSpec`` and the registry of
+  model kinds), ``batched`` (stacking from the real module with ``torch.func``),
+  ``sweep`` (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
+- **figures**: ``plotting`` (plotly figures, the book's renderer), ``sliders`` (+
+  ``sliders.js``: a grid as a figure with a slider per axis, any trace type),
+  ``widgets`` (live controls that re-train a configuration in a kernel).
+- **topics**: ``polynomial``, ``diagnostics``, ``attention``, ``finetune``: what one
+  chapter needs beyond the floors, built on ``fit`` and the grid.
 """
 
 from d2lcore.device import get_device, set_seed

@@ -24,7 +24,7 @@ import torch
 
 from d2lcore import cache as cache_mod
 from d2lcore.device import get_device
-from d2lcore.train import History, RunResult
+from d2lcore.train import RunResult
 
 AxisValue = float | int | str | bool
 Config = dict[str, AxisValue]
@@ -160,6 +160,7 @@ class GridResults:
                     **run.config, "epoch": e + 1, "train_loss": h.train_loss[e],
                     "val_loss": h.val_loss[e] if h.val_loss else None,
                     "val_acc": h.val_acc[e] if h.val_acc else None,
+                    **{name: xs[e] if xs else None for name, xs in h.metrics.items()},
                     "diverged": h.diverged,
                 })  # fmt: skip
         return pd.DataFrame(rows)
@@ -235,13 +236,35 @@ def describe_fn(fn: Callable[..., Any]) -> str:
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _valid_history(h: History) -> bool:
-    n = h.num_epochs
-    lists = (h.train_loss, h.val_loss, h.val_acc, h.seconds)
-    if len(h.seconds) != n or any(len(xs) not in (0, n) for xs in (h.val_loss, h.val_acc)):
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def valid_run(run: RunResult) -> bool:
+    """Whether a run read from the cache has the shape a fresh one has: lists of finite
+    numbers, one per recorded epoch, a divergence flag that agrees with them, and
+    finite final numbers; as many epochs as the configuration's ``num_epochs`` unless it
+    diverged. A cache entry that fails is trained again, never served."""
+    h = run.history
+    lists = (h.train_loss, h.val_loss, h.val_acc, h.seconds, *h.metrics.values())
+    if not all(isinstance(xs, list) for xs in lists) or not isinstance(h.metrics, dict):
         return False
-    numbers = [x for xs in lists for x in xs]
-    return all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers)
+    n = h.num_epochs
+    if len(h.seconds) != n or any(len(xs) not in (0, n) for xs in lists):
+        return False
+    if not all(_finite(x) for xs in lists for x in xs):
+        return False
+    if not isinstance(h.diverged, bool) or (h.diverged_epoch is None) == h.diverged:
+        return False
+    if h.diverged_epoch is not None and not (isinstance(h.diverged_epoch, int)
+                                             and h.diverged_epoch > n):  # fmt: skip
+        return False
+    epochs = run.config.get("num_epochs")
+    if isinstance(epochs, int) and not h.diverged and n != epochs:
+        return False
+    if run.test_acc is not None and not _finite(run.test_acc):
+        return False
+    return isinstance(run.metrics, dict) and all(_finite(v) for v in run.metrics.values())
 
 
 def load_grid(path: Any, key: str, grid: Grid) -> GridResults | None:
@@ -254,7 +277,7 @@ def load_grid(path: Any, key: str, grid: Grid) -> GridResults | None:
         results = GridResults.from_dict(entry["grid"])
         if results.grid != grid or [r.config for r in results.runs] != grid.configs():
             return None
-        if not all(_valid_history(r.history) for r in results.runs):
+        if not all(valid_run(r) for r in results.runs):
             return None
         return results
     except (KeyError, TypeError, ValueError, AttributeError):
