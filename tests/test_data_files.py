@@ -116,3 +116,16 @@ def test_decompression_bomb_stops_at_the_expected_size(tmp_path: Path) -> None:
         read_idx(path, expected_size=7_840_016)
     with pytest.raises(DataFileError, match="more than 1,000 bytes"):
         read_idx(path, expected_size=1000)
+
+
+@pytest.mark.parametrize("train_size", [0, -100, 10**9, 2.5])
+def test_train_size_is_checked(tiny_fashion_mnist, monkeypatch, train_size) -> None:
+    """train_size=0 used to train on nothing and -100 on all but 100 images, quietly."""
+    folder, md5, _ = tiny_fashion_mnist
+    real = data.load_fashion_mnist
+    monkeypatch.setattr(data, "load_fashion_mnist",
+                        lambda split, root: real(split, root, checksums=md5))  # fmt: skip
+    with pytest.raises(ValueError, match="train_size must be a whole number from 1 to 18 "):
+        data.fashion_mnist_splits(train_size=train_size, val_size=2, root=folder, device="cpu")
+    splits = data.fashion_mnist_splits(train_size=5, val_size=2, root=folder, device="cpu")
+    assert len(splits.train[1]) == 5

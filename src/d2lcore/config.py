@@ -8,6 +8,8 @@ configurations (and why not, where it may not). Adding a kind is one entry.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,14 +45,38 @@ class TrainConfig:
     optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
+        # Every field is checked here, once, whatever path trains the run (stacked or
+        # alone): a wrong value fails now, with its name, not deep inside training.
+        for name in ("num_epochs", "batch_size"):
+            _check_number(name, getattr(self, name), integer=True, low=1)
+        _check_number("seed", self.seed, integer=True, low=0)
+        # lr > 0: a negative one is gradient ascent (torch.optim refuses it, a stack would not).
+        _check_number("lr", self.lr, low=0.0, low_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0.0)
+        _check_number("dropout", self.dropout, low=0.0, high=1.0)
+        _check_number("init_std", self.init_std, low=0.0, low_open=True)
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
-        if self.init not in INIT_SCHEMES:
+        if not isinstance(self.init, str) or self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init scheme {self.init!r}; choose from {INIT_SCHEMES}")
-        if self.num_epochs < 1 or self.batch_size < 1:
-            raise ValueError("num_epochs and batch_size must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+def _check_number(name: str, value: object, *, integer: bool = False, low: float,
+                  low_open: bool = False, high: float | None = None) -> None:  # fmt: skip
+    """Raise a ``ValueError`` naming ``name``, ``value`` and the allowed range unless
+    ``value`` is a finite number (an ``int`` where ``integer``) in it; ``high`` is
+    excluded from the range."""
+    kind = "a whole number" if integer else "a number"
+    allowed = (f"{'>' if low_open else '>='} {low:g}" if high is None
+               else f"in [{low:g}, {high:g})")  # fmt: skip
+    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if isinstance(value, bool) or not ok_type:
+        raise ValueError(f"{name} must be {kind} {allowed}, not {value!r} "
+                         f"({type(value).__name__})")  # fmt: skip
+    x = float(value)  # type: ignore[arg-type]  # a Real, checked above
+    if not math.isfinite(x) or x < low or (low_open and x == low) or (
+            high is not None and x >= high):  # fmt: skip
+        raise ValueError(f"{name} must be {kind} {allowed}, not {value!r}")
 
 
 #: Why the convolutional kinds train one configuration at a time on the CPU. Stacked,
@@ -151,7 +177,11 @@ class ModelSpec:
     batch_norm: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        for name in ("num_inputs", "num_outputs"):
+            _check_number(name, getattr(self, name), integer=True, low=1)
+        for width in self.hidden_sizes:
+            _check_number("each of hidden_sizes", width, integer=True, low=1)
         if self.kind not in KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; choose from {sorted(KINDS)}")
         kind = KINDS[self.kind]

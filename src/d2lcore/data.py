@@ -475,6 +475,12 @@ def fashion_mnist_splits(
     X = (images.float() / 255).reshape(shape)
     (X_train, y_train), (X_val, y_val) = train_val_split(X, labels, val_size=val_size, seed=seed)
     if train_size is not None:
+        # Checked before slicing: X[:0] is empty and X[:-100] quietly drops 100 images.
+        if (isinstance(train_size, bool) or not isinstance(train_size, int)
+                or not 1 <= train_size <= len(y_train)):  # fmt: skip
+            raise ValueError(f"train_size must be a whole number from 1 to {len(y_train):,} "
+                             f"(the training images left after {val_size:,} for validation), "
+                             f"not {train_size!r}")  # fmt: skip
         X_train, y_train = X_train[:train_size], y_train[:train_size]
     test_images, test_labels = load_fashion_mnist("test", root)
     X_test = (test_images.float() / 255).reshape(shape)
