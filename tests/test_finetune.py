@@ -285,3 +285,66 @@ def test_finetune_trainers_leave_the_global_random_state_alone(tmp_path: Path) -
     assert isinstance(source, RunResult) and all(isinstance(r, RunResult) for r in runs)
     assert runs[0].history.train_loss == runs[1].history.train_loss  # augmentation seeded
     assert runs[0].model is not None
+
+
+def _damage_checkpoint(path: Path, how: str) -> None:
+    entry = torch.load(path, weights_only=True)
+    if how == "nan_weight":
+        first = next(iter(entry["state_dict"]))
+        entry["state_dict"][first][..., 0] = float("nan")
+    elif how == "meta_not_a_dict":
+        entry["meta"] = [1, 2, 3]
+    elif how == "meta_val_acc":
+        entry["meta"]["val_acc"] = "high"
+    elif how == "meta_history":
+        entry["meta"]["history"]["train_loss"] = [float("inf")]
+    elif how == "meta_key":
+        entry["meta"]["key"] = "another"
+    torch.save(entry, path)
+
+
+@pytest.mark.parametrize(
+    "how", ["nan_weight", "meta_not_a_dict", "meta_val_acc", "meta_history", "meta_key"]
+)
+def test_damaged_source_checkpoint_is_retrained(tmp_path: Path, how: str) -> None:
+    """Non-finite weights or malformed metadata in a cached checkpoint: trained again
+    and overwritten, never loaded (and no ValueError escapes)."""
+    from d2lcore.finetune import SourceConfig, pretrain_source
+
+    train, val = _tiny_split(16, 2, 0), _tiny_split(8, 2, 1)
+    config = SourceConfig(classes=(0, 1), num_epochs=1, batch_size=8)
+    first = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    _damage_checkpoint(Path(first.extras["path"]), how)
+    again = pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu")
+    assert again.extras["cached"] is False
+    assert all(torch.isfinite(p).all() for p in again.model.parameters())
+    assert pretrain_source(config, train, val, cache_dir=tmp_path, device="cpu").extras["cached"]
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    from d2lcore.finetune import book_cnn
+
+    model = book_cnn(2)
+    state = model.state_dict()
+    next(iter(state.values()))[0] = float("inf")
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"w\.pt: holds NaN or infinite values"):
+        load_pretrained(tmp_path / "w.pt", book_cnn(2))
+
+
+def test_unsafe_checkpoint_message_is_plain_and_says_what_to_do(tmp_path: Path) -> None:
+    """A pickled object in a checkpoint is refused with a message that says why and what
+    to do, without torch's terminal colour codes, and its code never runs."""
+    ran: list[int] = []
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (ran.append, (1,))
+
+    torch.save({"state_dict": {}, "meta": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(tmp_path / "evil.pt", nn.Linear(2, 2))
+    text = str(err.value)
+    assert "\x1b[" not in text and "refused" in text and "state_dict" in text
+    assert "It names getattr, which weights-only loading does not allow" in text
+    assert ran == []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from d2lcore import cache
 from d2lcore.conv import SmallResNet
 from d2lcore.data import Split, Splits
 from d2lcore.device import get_device, make_generator
+from d2lcore.grid import valid_run
 from d2lcore.metrics import Batch, evaluate
 from d2lcore.train import EpochHook, History, RunResult, fit, seeded
 
@@ -153,11 +156,28 @@ def load_pretrained(
                               "one first (torch.save(model.state_dict(), path)).")  # fmt: skip
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # garbage, truncated, or pickled code: all unreadable here
+    except PermissionError as err:
+        raise CheckpointError(f"{path}: cannot be read: permission denied. The file may be "
+                              f"fine: give your user read access (chmod a+r {path}) or copy "
+                              "it somewhere of yours.") from err  # fmt: skip
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                                  f"({_first_line(err)}). The file is corrupt or incomplete: "
+                                  "delete it and save or download it again.") from err  # fmt: skip
+        raise CheckpointError(
+            f"{path}: refused: besides tensors it holds pickled Python objects, which could "
+            "run code when loaded, so it is not loaded. If you made it yourself with "
+            "torch.save(model, ...), load it once in a session you trust and save "
+            "model.state_dict() instead; a file from elsewhere you do not trust should be "
+            f"deleted. (It names {found.group(1)}, which weights-only loading does not allow.)"
+        ) from err
+    except Exception as err:  # garbage or truncated: unreadable here
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). The file is corrupt or "
-            "incomplete: delete it and save or download it again."
+            f"{_first_line(err)}). The file is corrupt or incomplete: delete it and save "
+            "or download it again."
         ) from err
     meta: dict[str, Any] = {}
     if isinstance(entry, dict) and "state_dict" in entry:
@@ -167,6 +187,11 @@ def load_pretrained(
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no state_dict of tensors. Save one with "
                               "torch.save(model.state_dict(), path).")  # fmt: skip
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise CheckpointError(f"{path}: holds NaN or infinite values in {broken[:5]}: the "
+                              "network it was saved from had diverged, or the file is "
+                              "damaged. Delete it and train or download it again.")  # fmt: skip
     head_keys = {f"{head_name(model)}.{k}" for k in ("weight", "bias")}
     if skip_head:
         state = {k: v for k, v in state.items() if k not in head_keys}
@@ -186,6 +211,12 @@ def load_pretrained(
             "that saved the file."
         )
     return meta
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's text, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------
@@ -288,8 +319,11 @@ def pretrain_source(
     if path.is_file():
         model = book_cnn(len(config.classes), seed=config.seed)  # weights replaced on load
         try:
-            return result(model, load_pretrained(path, model), cached=True)
-        except (CheckpointError, KeyError, TypeError, ValueError):
+            meta = load_pretrained(path, model)
+            run = result(model, meta, cached=True)
+            if meta.get("key") == key and valid_run(run):
+                return run
+        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
             pass  # a damaged or older cache entry: train again and overwrite it
     model = book_cnn(len(config.classes), seed=config.seed)
     data = Splits(train, val, batch_size=config.batch_size, seed=config.seed)
