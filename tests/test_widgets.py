@@ -135,10 +135,15 @@ def test_clicks_during_a_run_are_ignored():
     assert len(trainer.calls) == 1
     assert states == [True] * NUM_EPOCHS  # disabled during the whole run
     assert not controls.button.disabled and not controls.running
-    # A click queued while the run went on arrives right after it: dropped too.
+    # A click queued while the run went on arrives right after it: dropped too, and
+    # the status says so (keeping the run's numbers).
     trainer.during_run = None
     controls.button.click()
     assert len(trainer.calls) == 1
+    assert controls.status.value.endswith(LiveControls.DROPPED)
+    assert "validation accuracy" in controls.status.value
+    controls.button.click()
+    assert controls.status.value.count(LiveControls.DROPPED.strip()) == 1
     controls.click_cooldown_s = 0.0
     controls.button.click()
     assert len(trainer.calls) == 2
@@ -208,3 +213,33 @@ def test_the_status_describes_the_run_as_the_slider_readouts_do():
     assert what == "step size 0.1, dropout rate 0, initialization xavier_normal"
     assert controls.status.value.startswith(f"{what}: train loss")
     assert shown_figure(controls)["layout"]["title"]["text"] == what
+
+
+def test_an_interrupt_during_a_run_leaves_a_working_panel():
+    """'Interrupt kernel' in the middle of a run: the panel says where it stopped and
+    that nothing was kept, the bar is no longer the blue of a running job, and the
+    button trains again."""
+    trainer = FakeTrainer()
+    controls = make(trainer)
+
+    def interrupt():
+        if controls.progress.value == 2:
+            raise KeyboardInterrupt
+
+    trainer.during_run = interrupt
+    assert controls.train() is None
+    assert controls.status.value.startswith("Interrupted at epoch 2 of 4: nothing was kept")
+    assert controls.progress.bar_style == "warning"
+    assert not controls.button.disabled and not controls.running and controls.result is None
+    trainer.during_run = None
+    assert controls.train() is not None and controls.progress.bar_style == "success"
+
+
+@pytest.mark.parametrize("returned", [None, "done", History()])
+def test_a_train_fn_that_returns_no_run_says_so(returned):
+    controls = make(lambda config, hook: returned)
+    assert controls.train() is None
+    assert controls.status.value.startswith(f"Training returned {type(returned).__name__}, "
+                                            "not a RunResult")  # fmt: skip
+    assert controls.progress.bar_style == "danger"
+    assert not controls.button.disabled and not controls.running

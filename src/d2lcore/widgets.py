@@ -146,8 +146,13 @@ class LiveControls:
                 return f"{label} must be one of {[format_value(v) for v in self.axes[name]]}"
         return None
 
+    #: Appended to the status when a click is dropped (see :attr:`click_cooldown_s`).
+    DROPPED = " A click made during the run was ignored: press Train to train again."
+
     def _on_click(self, _button: widgets.Button) -> None:
         if time.monotonic() - self._ended_at < self.click_cooldown_s:
+            if not self.status.value.endswith(self.DROPPED):
+                self.status.value += self.DROPPED
             return
         self.train()
 
@@ -162,7 +167,10 @@ class LiveControls:
         """Train the selected configuration and show it; what the button calls.
 
         Returns the run, or ``None`` when nothing was trained (a run already in
-        progress, an invalid value, or ``train_fn`` raised; the status line says which).
+        progress, an invalid value, ``train_fn`` raised, was interrupted or returned
+        something other than a :class:`~d2lcore.train.RunResult`). Every way a run ends
+        leaves the status line saying which, the bar coloured to match and the button
+        ready for the next run.
         """
         if self.running:
             return None  # a click during a run: the button is disabled, ignore it anyway
@@ -182,6 +190,12 @@ class LiveControls:
         start = time.perf_counter()
         try:
             result = self.train_fn(dict(config), self._on_epoch_end)
+        except KeyboardInterrupt:  # "Interrupt kernel" during the run: stop, say so
+            self.progress.bar_style = "warning"
+            self.status.value = (f"Interrupted at epoch {self.progress.value}"
+                                 f"{f' of {self._total}' if self._total else ''}: nothing "
+                                 "was kept. Press Train to run it again.")  # fmt: skip
+            return None
         except Exception as error:  # a reader sees a message, never a traceback
             self.progress.bar_style = "danger"
             self.status.value = f"Training failed: {type(error).__name__}: {error}"
@@ -190,6 +204,12 @@ class LiveControls:
             self.running = False
             self.button.disabled = False
             self._ended_at = time.monotonic()
+        if not isinstance(result, RunResult):
+            self.progress.bar_style = "danger"
+            self.status.value = (f"Training returned {type(result).__name__}, not a RunResult: "
+                                 "nothing to show. The training function must return its "
+                                 "RunResult.")  # fmt: skip
+            return None
         self.result = result
         self._show(result, config, time.perf_counter() - start)
         return result
