@@ -24,6 +24,23 @@ from .browser_helpers import CHROMIUM_ARGS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def git(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run git in ``cwd`` whoever owns the checkout.
+
+    On CI the tests may run as root in a container on a checkout owned by the runner's
+    user, and git then refuses to run ("detected dubious ownership"). The tests trust the
+    repository they belong to, so they run git with ``safe.directory=*`` (command-line
+    configuration, which git honours for this setting). With ``check``, a failure fails
+    the test with git's own message.
+    """
+    result = subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=cwd,
+                            capture_output=True)  # fmt: skip
+    if check and result.returncode != 0:
+        pytest.fail(f"git {' '.join(args)} failed in {cwd}:\n"
+                    f"{result.stderr.decode(errors='replace')}", pytrace=False)  # fmt: skip
+    return result
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array in IDX format (magic 0x0000080<ndim>, big-endian dims)."""
     header = (0x0800 | array.ndim).to_bytes(4, "big")

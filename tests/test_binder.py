@@ -44,7 +44,7 @@ import pytest
 import yaml
 
 from .browser_helpers import open_offline
-from .conftest import ROOT, toc_pages
+from .conftest import ROOT, git, toc_pages
 
 BINDER = ROOT / "binder"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -249,16 +249,64 @@ class BinderEnv:
         return result
 
 
-def _copy_repository(dest: Path) -> None:
-    """Copy what a clone has: tracked files and new files git does not ignore."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             check=True)  # fmt: skip
+def _copy_repository(dest: Path, source_root: Path = ROOT) -> None:
+    """Copy what a clone has: tracked files and new files git does not ignore.
+
+    Works whoever owns the checkout (CI runs the tests as root on a checkout owned by the
+    runner's user): see ``conftest.git``."""
+    listing = git("ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                  cwd=source_root)  # fmt: skip
     for name in sorted(set(listing.stdout.decode().split("\0")) - {""}):
-        source = ROOT / name
+        source = source_root / name
         if source.is_file():  # not deleted in the working tree
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
+
+
+def _git_version() -> tuple[int, ...]:
+    out = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+    return tuple(int(n) for n in re.findall(r"\d+", out)[:3])
+
+
+@pytest.mark.parametrize("owner", ["check forced on", "another user"])
+def test_repository_copy_works_on_a_checkout_owned_by_another_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: str
+):
+    """CI runs the tests as root in a container, on a checkout owned by the runner's user,
+    where git refuses to run ("detected dubious ownership") and the rehearsal's copy of the
+    repository used to fail. Reproduce that on a copy of this repository: git's ownership
+    check forced on (GIT_TEST_ASSUME_DIFFERENT_OWNER), or, as root, the copy handed to
+    another user; the copy the rehearsal makes must still be what a clone has."""
+    if _git_version() < (2, 35, 2):
+        pytest.skip("this git has no ownership check (added in 2.35.2)")
+    if owner == "another user" and os.geteuid() != 0:
+        pytest.skip("handing files to another user needs root")
+    repo = tmp_path / "checkout"
+    _copy_repository(repo)
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    tracked = set(git("ls-files", "-z", cwd=repo).stdout.decode().split("\0")) - {""}
+    (repo / "new_page.md").write_text("not committed, not ignored\n")
+    for ignored in (".d2l_cache/grid.pt", "_build/html/index.html", ".venv/pyvenv.cfg"):
+        (repo / ignored).parent.mkdir(parents=True, exist_ok=True)
+        (repo / ignored).write_text("ignored\n")
+
+    monkeypatch.delenv("SUDO_UID", raising=False)  # git trusts SUDO_UID's files as root
+    if owner == "another user":
+        for path in [repo, *repo.rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)  # nobody
+    else:
+        monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")
+    plain = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
+    assert plain.returncode != 0 and "dubious ownership" in plain.stderr, (
+        "the situation is not reproduced: git ran on a checkout owned by someone else",
+        plain.stderr,
+    )
+
+    dest = tmp_path / "copy"
+    _copy_repository(dest, repo)
+    copied = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert copied == tracked | {"new_page.md"}
 
 
 def _python_for_runtime() -> str:

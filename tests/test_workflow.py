@@ -1,11 +1,15 @@
 """The GitHub Actions workflow (.github/workflows/book.yml) does what the README promises:
-a GPU runner tests, rebuilds and publishes the book; a GitHub-hosted runner runs the tests."""
+a GPU runner tests, rebuilds and publishes the book; a GitHub-hosted runner runs the tests;
+only trusted code reaches the GPU runner; its caches survive the workspace cleaning."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +59,101 @@ def conditions(expression: str) -> set[str]:
     return {c.strip() for c in expression.replace("${{", "").replace("}}", "").split("&&")}
 
 
+class _Context(dict):
+    """A GitHub expression context: a missing property is null, which compares as ''."""
+
+    def get_path(self, name: str) -> Any:
+        value: Any = self
+        for part in name.split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        return value
+
+
+def evaluate(expression: str, context: dict[str, Any], results: str = "success") -> Any:
+    """Evaluate a job's or step's ``if:`` the way GitHub does, for the operators this
+    workflow uses (==, !=, &&, ||, !, parentheses, literals, status functions).
+    ``results`` is what ``success()``/``failure()`` see of the earlier steps or jobs."""
+    text = expression.strip()
+    if text.startswith("${{") and text.endswith("}}"):
+        text = text[3:-2]
+    ctx = _Context(context)
+    out = []
+    for token in re.findall(r"'(?:[^']|'')*'|&&|\|\||==|!=|!|\(|\)|[A-Za-z_][\w.-]*|\S",
+                            text):  # fmt: skip
+        if token.startswith("'"):
+            out.append(repr(token[1:-1].replace("''", "'")))
+        elif token in {"&&", "||", "!"}:
+            out.append({"&&": " and ", "||": " or ", "!": " not "}[token])
+        elif token in {"==", "!=", "(", ")"}:
+            out.append(f" {token} ")
+        elif token in {"true", "false", "null"}:
+            out.append({"true": "True", "false": "False", "null": "''"}[token])
+        elif token in {"always", "success", "failure", "cancelled"}:
+            out.append(f"_{token}")
+        elif re.fullmatch(r"[A-Za-z_][\w.-]*", token):
+            out.append(f"_get({token!r})")
+        else:
+            raise AssertionError(f"unsupported token {token!r} in {expression!r}")
+    functions = {"_always": lambda: True, "_success": lambda: results == "success",
+                 "_failure": lambda: results == "failure", "_cancelled": lambda: False}  # fmt: skip
+    return eval("".join(out), {"__builtins__": {}, "_get": ctx.get_path, **functions})  # noqa: S307
+
+
+def event(name: str, ref: str, **extra: Any) -> dict[str, Any]:
+    """The contexts of one run: github.event_name, github.ref, inputs, needs."""
+    github = {"event_name": name, "ref": ref, "repository": "owner/book",
+              "event": extra.pop("event", {})}  # fmt: skip
+    return {"github": github, "inputs": extra.pop("inputs", {}), **extra}
+
+
+MAIN = "refs/heads/main"
+DISPATCH_DEFAULTS = {"runner": "gpu", "ref": "", "clean": False}
+EVENTS = {
+    "push to main": event("push", MAIN),
+    "pull request from a fork": event(
+        "pull_request", "refs/pull/7/merge",
+        event={"pull_request": {"head": {"repo": {"full_name": "stranger/book"}}}}),
+    "pull request from a branch": event(
+        "pull_request", "refs/pull/8/merge",
+        event={"pull_request": {"head": {"repo": {"full_name": "owner/book"}}}}),
+    "run by hand from main": event("workflow_dispatch", MAIN, inputs=DISPATCH_DEFAULTS),
+    "run by hand from main, clean": event("workflow_dispatch", MAIN,
+                                          inputs={**DISPATCH_DEFAULTS, "clean": True}),
+    "pull request 7 built by hand": event(
+        "workflow_dispatch", MAIN, inputs={**DISPATCH_DEFAULTS, "ref": "refs/pull/7/head"}),
+    "run by hand on the cpu": event("workflow_dispatch", MAIN,
+                                    inputs={**DISPATCH_DEFAULTS, "runner": "cpu"}),
+    "run by hand from a branch": event("workflow_dispatch", "refs/heads/topic",
+                                       inputs=DISPATCH_DEFAULTS),
+}  # fmt: skip
+
+
+def job_runs(workflow: dict[str, Any], name: str, context: dict[str, Any]) -> bool:
+    job = workflow["jobs"][name]
+    return "if" not in job or bool(evaluate(job["if"], context))
+
+
+def self_hosted(job: dict[str, Any]) -> bool:
+    runs_on = job["runs-on"]
+    labels = runs_on.get("labels", []) if isinstance(runs_on, dict) else runs_on
+    return "self-hosted" in ([labels] if isinstance(labels, str) else labels)
+
+
+def step_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for running a step's script here."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+            "LANG": "C.UTF-8", **extra}  # fmt: skip
+
+
+def run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a step's script as the workflow's default shell does (bash -eo pipefail)."""
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                          cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
 def makefile_recipe(target: str) -> list[str]:
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = next((i for i, line in enumerate(lines) if re.match(rf"{re.escape(target)}\s*:", line)),
@@ -75,6 +174,26 @@ def test_runs_on_pushes_to_main_and_on_pull_requests(workflow):
     assert on["push"]["branches"] == ["main"]
     assert "pull_request" in on
     assert not (on["pull_request"] or {}).get("branches"), "every pull request is checked"
+    assert "pull_request_target" not in on, "it would run the base's workflow with write access"
+
+
+def test_runs_started_by_hand_have_the_documented_inputs(workflow):
+    inputs = triggers(workflow)["workflow_dispatch"]["inputs"]
+    assert inputs["runner"]["type"] == "choice"
+    assert inputs["runner"]["options"] == ["gpu", "cpu"] and inputs["runner"]["default"] == "gpu"
+    assert inputs["ref"]["type"] == "string" and inputs["ref"]["default"] == ""
+    assert "refs/pull/" in inputs["ref"]["description"]
+    assert inputs["clean"]["type"] == "boolean" and inputs["clean"]["default"] is False
+    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
+    readme = readme.split("\n## ")[0]
+    for name in inputs:
+        assert f"`{name}`" in readme or f"`{name} =" in readme, f"README: input {name}"
+    assert "refs/pull/" in readme and "Run workflow" in readme
+    # every job that checks code out builds the ref asked for
+    for name, job in workflow["jobs"].items():
+        for step in steps(job):
+            if uses("actions/checkout")(step):
+                assert step["with"]["ref"] == "${{ inputs.ref }}", name
 
 
 def test_gpu_job_runs_on_the_documented_self_hosted_labels(workflow):
@@ -83,10 +202,60 @@ def test_gpu_job_runs_on_the_documented_self_hosted_labels(workflow):
     header = WORKFLOW.read_text().split("\nname:")[0]  # the comment block at the top
     assert "[self-hosted, linux, x64, gpu]" in header
     assert "./config.sh" in header and "--labels gpu" in header
-    # A self-hosted runner must not execute code from forks.
-    assert "github.event.pull_request.head.repo.full_name == github.repository" in gpu["if"]
+    # A self-hosted runner must not execute code from forks: the gpu job is for main only,
+    # which is what the runner group (that a fork cannot edit) admits; see the next test.
+    assert "github.ref == 'refs/heads/main'" in gpu["if"]
     config = yaml.safe_load((ROOT / ".github" / "actionlint.yaml").read_text())
     assert config["self-hosted-runner"]["labels"] == ["gpu"]
+
+
+@pytest.mark.parametrize("name", list(EVENTS))
+def test_which_jobs_run_for_each_event(workflow, name):
+    context = EVENTS[name]
+    ran = {job for job in workflow["jobs"]
+           if job != "deploy" and job_runs(workflow, job, context)}  # fmt: skip
+    expected = {
+        "push to main": {"gpu", "deploy", "cpu"},
+        "pull request from a fork": {"cpu"},
+        "pull request from a branch": {"cpu"},
+        "run by hand from main": {"gpu", "deploy", "cpu"},
+        "run by hand from main, clean": {"gpu", "deploy", "cpu"},
+        "pull request 7 built by hand": {"gpu", "cpu"},
+        "run by hand on the cpu": {"book-cpu", "deploy", "cpu"},
+        "run by hand from a branch": {"dispatch-check", "cpu"},
+    }[name]
+    # deploy's `if` also needs gpu or book-cpu to have succeeded: pretend they did
+    with_needs = {**context, "needs": {j: {"result": "success" if j in ran else "skipped"}
+                                       for j in ("gpu", "book-cpu")}}  # fmt: skip
+    if job_runs(workflow, "deploy", with_needs):
+        ran.add("deploy")
+    assert ran == expected
+
+
+def test_no_self_hosted_job_for_pull_requests_or_outside_main(workflow):
+    """GitHub runs a pull request's own workflow file, so the `if:` of a job cannot keep a
+    fork off the runner (the fork deletes it): the runner group that admits only
+    book.yml@refs/heads/main does, and the gpu job asks for nothing else, so a build of
+    main never waits for a runner the group refuses."""
+    hosted = [name for name, job in workflow["jobs"].items() if self_hosted(job)]
+    assert hosted == ["gpu"]
+    for name, context in EVENTS.items():
+        for job in hosted:
+            if job_runs(workflow, job, context):
+                assert context["github"]["ref"] == MAIN, (job, name)
+                assert context["github"]["event_name"] in {"push", "workflow_dispatch"}
+    # What a fork cannot edit, documented where a maintainer sets the runner up.
+    header = WORKFLOW.read_text().split("\nname:")[0]
+    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
+    for text in (header, readme):
+        text = " ".join(re.sub(r"^#", "", text, flags=re.M).split())
+        assert "book.yml@refs/heads/main" in text and "Selected workflows" in text
+        assert "Require approval for all external contributors" in text
+    # Only a build of main is published, never a pull request built by hand.
+    pr = EVENTS["pull request 7 built by hand"]
+    gpu = workflow["jobs"]["gpu"]
+    upload = steps(gpu)[step_index(gpu, uses("actions/upload-pages-artifact"), "for Pages")]
+    assert not evaluate(upload["if"], pr)
 
 
 def test_gpu_job_builds_in_the_gpu_profile(workflow):
@@ -102,8 +271,9 @@ def test_gpu_job_sets_up_checks_cuda_builds_everything_then_tests(workflow):
                       "checking torch.cuda.is_available()")  # fmt: skip
     test = step_index(gpu, runs("make test"), "running `make test`")
     book = step_index(gpu, runs("make book-ci"), "running `make book-ci`")
-    # the clean build first: the tests' own book build then reuses its execution cache
+    # the book build first: the tests' own book build then reuses its execution cache
     assert setup < cuda < book < test
+    assert runs("make book")(steps(gpu)[book]), "an incremental build when not clean"
     recipe = " ".join(makefile_recipe("book-ci"))
     assert "D2L_EXECUTE=force" in recipe, f"book-ci must execute every page afresh: {recipe}"
 
@@ -162,16 +332,30 @@ def test_pages_are_deployed_only_from_main(workflow):
     gpu, deploy = workflow["jobs"]["gpu"], workflow["jobs"]["deploy"]
     upload = steps(gpu)[step_index(gpu, uses("actions/upload-pages-artifact"), "for Pages")]
     assert upload["with"]["path"] == "_build/html"
-    assert conditions(upload["if"]) == ON_MAIN
-    assert conditions(deploy["if"]) == ON_MAIN
-    assert deploy["needs"] == "gpu" or deploy["needs"] == ["gpu"]
+    book_cpu = workflow["jobs"]["book-cpu"]
+    cpu_upload = steps(book_cpu)[step_index(book_cpu, uses("actions/upload-pages-artifact"),
+                                            "for Pages")]  # fmt: skip
+    assert cpu_upload["with"]["path"] == "_build/html"
+    assert set(deploy["needs"]) == {"gpu", "book-cpu"}
+    for name, context in EVENTS.items():
+        on_main = context["github"]["ref"] == MAIN and (
+            context["github"]["event_name"] == "push" or context["inputs"].get("ref") == "")
+        on_main = on_main and context["github"]["event_name"] != "pull_request"
+        for built_by, step in (("gpu", upload), ("book-cpu", cpu_upload)):
+            if job_runs(workflow, built_by, context):
+                assert bool(evaluate(step["if"], context)) == on_main, (name, built_by)
+                for result, deploys in (("success", on_main), ("failure", False)):
+                    needs = {j: {"result": result if j == built_by else "skipped"}
+                             for j in ("gpu", "book-cpu")}  # fmt: skip
+                    assert bool(evaluate(deploy["if"], {**context, "needs": needs})) == deploys
     assert any(uses("actions/deploy-pages")(s) for s in steps(deploy))
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["environment"]["name"] == "github-pages"
     assert deploy["concurrency"]["group"] and deploy["concurrency"]["cancel-in-progress"] is False
     # Only the deploy job may write to Pages.
     assert workflow["permissions"] == {"contents": "read"}
-    assert "permissions" not in gpu and "permissions" not in workflow["jobs"]["cpu"]
+    for name, job in workflow["jobs"].items():
+        assert name == "deploy" or "permissions" not in job, name
 
 
 def test_cpu_job_runs_ci_run_on_a_github_hosted_runner(workflow):
@@ -198,3 +382,231 @@ def test_every_action_is_pinned(workflow):
             if "uses" in step:
                 ref = step["uses"].split("@")[1]
                 assert re.fullmatch(r"v\d+(\.\d+)*|[0-9a-f]{40}", ref), f"{name}: {step['uses']}"
+
+
+# ----------------------------------------------------------------------------------
+# The container jobs: git on a checkout owned by someone else
+
+
+def _git_in(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", ["cpu", "book-cpu"])
+def test_container_jobs_mark_the_workspace_safe_for_git(workflow, tmp_path, name):
+    """Root in a container on a checkout owned by the runner's user: git refuses to run
+    ("detected dubious ownership") until the workspace is marked safe. Run the job's own
+    step on a repository whose ownership check git is told to fail."""
+    job = workflow["jobs"][name]
+    assert job["container"]["image"].endswith("bookworm")
+    checkout = step_index(job, uses("actions/checkout"), "checking out")
+    safe = step_index(job, lambda s: "safe.directory" in s.get("run", ""),
+                      "marking the workspace safe.directory")  # fmt: skip
+    work = step_index(job, lambda s: runs(".ci/run")(s) or runs("make book-ci")(s),
+                      "running the tests or the build")  # fmt: skip
+    assert checkout < safe < work
+
+    repo = tmp_path / "workspace"
+    repo.mkdir()
+    env = step_env(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, env=env, check=True)
+    (repo / "page.md").write_text("# a page\n")
+    subprocess.run(["git", "add", "page.md"], cwd=repo, env=env, check=True)
+    env = step_env(tmp_path, GITHUB_WORKSPACE=str(repo), GIT_TEST_ASSUME_DIFFERENT_OWNER="1")
+    before = _git_in(repo, env, "ls-files")
+    assert before.returncode != 0 and "dubious ownership" in before.stderr, before
+    result = run_step(steps(job)[safe]["run"], repo, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = _git_in(repo, env, "ls-files")
+    assert after.returncode == 0 and after.stdout.split() == ["page.md"], after
+
+
+# ----------------------------------------------------------------------------------
+# The GPU runner's caches
+
+
+def _cache_steps(gpu: dict[str, Any]) -> tuple[int, int]:
+    keep = step_index(gpu, lambda s: "D2L_RUNNER_CACHE:-" in s.get("run", ""),
+                      "keeping the environment and caches outside the workspace")  # fmt: skip
+    save = step_index(gpu, lambda s: "jupyter-cache" in s.get("run", "")
+                      and "_build/.jupyter_cache" in s.get("run", "") and "cp -a" in s["run"]
+                      and "D2L_RUNNER_CACHE:-" not in s["run"],
+                      "saving the execution cache")  # fmt: skip
+    return keep, save
+
+
+def test_gpu_caches_live_outside_the_workspace_in_order(workflow):
+    gpu = workflow["jobs"]["gpu"]
+    keep, save = _cache_steps(gpu)
+    checkout = step_index(gpu, uses("actions/checkout"), "checking out")
+    setup = step_index(gpu, runs("make setup"), "running `make setup`")
+    book = step_index(gpu, runs("make book-ci"), "building the book")
+    test = step_index(gpu, runs("make test"), "running `make test`")
+    assert checkout < keep < setup < book < test < save
+    # saved even when a later page failed (what executed is valid), only from main
+    condition = steps(gpu)[save]["if"]
+    assert evaluate(condition, EVENTS["push to main"], results="failure")
+    assert not evaluate(condition, EVENTS["pull request 7 built by hand"])
+    # the book build: clean on pushes to main and on demand, incremental otherwise
+    build_env = steps(gpu)[book]["env"]["CLEAN"]
+    for name, clean in (("push to main", True), ("run by hand from main", False),
+                        ("run by hand from main, clean", True),
+                        ("pull request 7 built by hand", False)):  # fmt: skip
+        assert bool(evaluate(build_env, EVENTS[name])) == clean, name
+    # the caches are not in actions/cache (gigabytes of CUDA torch would be uploaded)
+    assert not any(uses("actions/cache")(s) for s in steps(gpu))
+
+
+def _workspace(tmp_path: Path) -> Path:
+    """A fresh checkout: what the cache step reads (pins, Makefile), in a git repository."""
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    for name in ("requirements.txt", "requirements-reference.txt", "Makefile", ".gitignore"):
+        shutil.copy2(ROOT / name, ws / name)
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    subprocess.run(["git", "add", "."], cwd=ws, check=True)
+    return ws
+
+
+def _checkout_again(ws: Path) -> None:
+    """What actions/checkout does to a reused workspace: every untracked file goes."""
+    subprocess.run(["git", "clean", "-ffdxq"], cwd=ws, check=True)
+
+
+def test_gpu_cache_step_survives_the_workspace_cleaning(workflow, tmp_path):
+    """Run the gpu job's cache steps here, twice, with actions/checkout's cleaning between
+    them: the second run finds the same environment, MathJax, grids and execution cache."""
+    gpu = workflow["jobs"]["gpu"]
+    keep, save = (steps(gpu)[i]["run"] for i in _cache_steps(gpu))
+    # a stand-in for python3.11 -m venv (fast): a bin/python that runs
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3.11"
+    fake.write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 2\n'
+                    'mkdir -p "$3/bin" && ln -s /bin/true "$3/bin/python"\n')  # fmt: skip
+    fake.chmod(0o755)
+    cache = tmp_path / "runner-cache"
+    github_env = tmp_path / "github_env"
+    env = step_env(tmp_path, D2L_RUNNER_CACHE=str(cache), GITHUB_ENV=str(github_env))
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    ws = _workspace(tmp_path)
+
+    def start_run() -> dict[str, str]:
+        github_env.write_text("")
+        result = run_step(keep, ws, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return dict(line.split("=", 1) for line in github_env.read_text().splitlines())
+
+    exported = start_run()
+    for link in (".venv", ".vendor"):
+        assert (ws / link).is_symlink(), link
+        assert (ws / link).resolve().is_relative_to(cache), link
+    assert (ws / ".venv" / "bin" / "python").exists()
+    mathjax = re.search(r"^MATHJAX_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert mathjax and (ws / ".vendor").resolve().name == f"mathjax-{mathjax[1]}"
+    for name, folder in (("D2L_CACHE_DIR", "grids"), ("PIP_CACHE_DIR", "pip"),
+                         ("D2L_RUNNER_CACHE", "")):  # fmt: skip
+        assert Path(exported[name]) == cache / folder, name
+        assert Path(exported[name]).is_dir()
+    assert "D2L_CACHE_DIR ?=" in (ROOT / "Makefile").read_text(), "the Makefile honours it"
+    # the links are not untracked files for git (the Binder rehearsal copies those)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=ws, capture_output=True, text=True, check=True).stdout
+    assert ".venv" not in status and ".vendor" not in status, status
+
+    # a build: packages installed, MathJax fetched, pages executed; then the save step
+    (ws / ".venv" / "installed").write_text("torch\n")
+    (ws / ".vendor" / "mathjax" / "es5").mkdir(parents=True)
+    jc = ws / "_build" / ".jupyter_cache"
+    jc.mkdir(parents=True)
+    (jc / "d2l-fingerprint.json").write_text("{}")
+    (jc / "global.db").write_text("executed pages")
+    save_env = {**env, **exported}
+    result = run_step(save, ws, save_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    _checkout_again(ws)
+    assert not (ws / "_build").exists() and not (ws / ".venv").exists()
+    start_run()
+    assert (ws / ".venv" / "installed").read_text() == "torch\n", "the environment was kept"
+    assert (ws / ".vendor" / "mathjax" / "es5").is_dir(), "MathJax was kept"
+    assert (ws / "_build" / ".jupyter_cache" / "global.db").read_text() == "executed pages"
+
+    # New pins: a new environment; the three most recently used are kept.
+    venvs = []
+    for i in range(4):
+        _checkout_again(ws)
+        with (ws / "requirements.txt").open("a") as f:
+            f.write(f"# pins {i}\n")
+        start_run()
+        venvs.append((ws / ".venv").resolve())
+        assert not (ws / ".venv" / "installed").exists(), "new pins, new environment"
+    kept = sorted(p.name for p in cache.glob("venv-*"))
+    assert kept == sorted(p.name for p in venvs[-3:])
+
+
+# ----------------------------------------------------------------------------------
+# Linters: the workflow's schema and every `run:` script
+
+
+def _run_scripts(workflow: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f"{name}: {step.get('name', step['run'].splitlines()[0])}", step["run"])
+            for name, job in workflow["jobs"].items() for step in steps(job)
+            if "run" in step]  # fmt: skip
+
+
+def test_every_run_step_passes_shellcheck(workflow):
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
+    failures = []
+    for where, script in _run_scripts(workflow):
+        # as the runner runs it: bash -eo pipefail, expressions replaced by a value
+        text = "set -eo pipefail\n" + re.sub(r"\$\{\{.*?\}\}", "value", script)
+        result = subprocess.run([shellcheck, "--shell=bash", "--severity=style", "-"],
+                                input=text, capture_output=True, text=True)  # fmt: skip
+        if result.returncode != 0:
+            failures.append(f"{where}\n{result.stdout}")
+    assert not failures, "\n".join(failures)
+
+
+def test_no_run_step_expands_an_input_into_the_script(workflow):
+    """`${{ inputs.ref }}` inside a script is script injection: inputs reach scripts
+    through `env:` only."""
+    for where, script in _run_scripts(workflow):
+        assert "${{" not in script, where
+
+
+def test_workflow_passes_a_schema_check():
+    """GitHub's workflow schema (SchemaStore's github-workflow.json), through whichever
+    checker is installed: actionlint, check-jsonschema, or a schema file named by
+    D2L_WORKFLOW_SCHEMA checked with jsonschema."""
+    checked = []
+    actionlint = shutil.which("actionlint")
+    if actionlint:
+        result = subprocess.run([actionlint, str(WORKFLOW)], cwd=ROOT, capture_output=True,
+                                text=True)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        checked.append("actionlint")
+    check_jsonschema = shutil.which("check-jsonschema")
+    if check_jsonschema:
+        result = subprocess.run([check_jsonschema, "--builtin-schema", "vendor.github-workflows",
+                                 str(WORKFLOW)], capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        checked.append("check-jsonschema")
+    schema_file = os.environ.get("D2L_WORKFLOW_SCHEMA")
+    if schema_file:
+        import json
+
+        import jsonschema
+
+        document = yaml.safe_load(WORKFLOW.read_text())
+        document["on"] = document.pop(True, document.get("on"))
+        schema = json.loads(Path(schema_file).read_text())
+        errors = [f"{list(e.path)}: {e.message}"
+                  for e in jsonschema.Draft7Validator(schema).iter_errors(document)]  # fmt: skip
+        assert not errors, "\n".join(errors)
+        checked.append(schema_file)
+    if not checked:
+        pytest.skip("no workflow schema checker installed (actionlint, check-jsonschema, "
+                    "or D2L_WORKFLOW_SCHEMA=github-workflow.json)")
