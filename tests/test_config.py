@@ -24,7 +24,7 @@ BAD = [
     ({"num_epochs": True}, "num_epochs must be a whole number"),
     ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), not 1.0"),
     ({"dropout": -0.1}, "dropout must be"),
-    ({"init_std": 0.0}, "init_std must be a number > 0"),
+    ({"init_std": -0.01}, "init_std must be a number >= 0"),
     ({"seed": -1}, "seed must be a whole number >= 0"),
     ({"optimizer": "adamw"}, "unknown optimizer"),
     ({"init": "glorot"}, "unknown init scheme"),

@@ -54,7 +54,7 @@ class TrainConfig:
         _check_number("lr", self.lr, low=0.0, low_open=True)
         _check_number("weight_decay", self.weight_decay, low=0.0)
         _check_number("dropout", self.dropout, low=0.0, high=1.0)
-        _check_number("init_std", self.init_std, low=0.0, low_open=True)
+        _check_number("init_std", self.init_std, low=0.0)  # 0: zero initialization
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not isinstance(self.init, str) or self.init not in INIT_SCHEMES:
