@@ -180,9 +180,28 @@ def test_fine_tune_linear_probe_trains_only_the_head() -> None:
     assert len(epochs) == 2 and len(result.history.train_loss) == 2
     assert result.test_acc is not None and 0.0 <= result.test_acc <= 1.0
     assert not torch.equal(get_head(model).weight.detach(), head_before)
-    for name, value in model.state_dict().items():
-        if name in body_before and "running" not in name and "num_batches" not in name:
+    assert any("running_mean" in name for name in body_before), "no batch norm to test"
+    for name, value in model.state_dict().items():  # batch-norm statistics included
+        if name in body_before:
             assert torch.equal(value, body_before[name]), f"{name} moved in a linear probe"
+    assert model.training, "fit leaves the model in training mode"
+
+
+def test_frozen_norm_keeps_batch_norm_in_eval_mode_and_lets_go_after() -> None:
+    from d2lcore.finetune import frozen_norm
+
+    model = LeNet.modern(5, batch_norm=True).train()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = bn.running_mean.clone(), bn.running_var.clone()
+    X = torch.randn(8, 1, 28, 28) * 3 + 1
+    with frozen_norm(model):
+        model.train()  # what fit does every epoch
+        model(X)
+        assert not bn.training
+        torch.testing.assert_close((bn.running_mean, bn.running_var), stats, rtol=0, atol=0)
+    model.train()
+    model(X)  # outside the block batch norm updates its statistics again
+    assert bn.training and not torch.equal(bn.running_mean, stats[0])
 
 
 def test_fine_tune_with_augmentation_transforms_every_batch() -> None:

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,32 @@ def _uniform(shape: torch.Size, bound: float, generator: torch.Generator | None)
 def freeze_body(model: nn.Module) -> nn.Module:
     """Stop gradients to every parameter but the output layer's; return ``model``.
 
-    Only parameters are frozen: batch-normalization layers still normalize with batch
-    statistics in training mode."""
+    Only parameters are frozen: batch-normalization layers in training mode would still
+    normalize with batch statistics and update their running ones. :func:`frozen_norm`
+    freezes those too (:func:`fine_tune` uses it for a linear probe)."""
     head = {id(p) for p in get_head(model).parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in head)
     return model
+
+
+@contextmanager
+def frozen_norm(model: nn.Module) -> Iterator[nn.Module]:
+    """Keep every batch-normalization layer of ``model`` in evaluation mode inside the
+    block, even when training calls ``model.train()``: it normalizes with its stored
+    running statistics and never updates them. A frozen body stays the function it was
+    pretrained as, normalization included."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [m.register_forward_pre_hook(_to_eval) for m in norms]
+    try:
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _to_eval(module: nn.Module, args: Any) -> None:
+    module.train(False)
 
 
 def param_groups(model: nn.Module, lr: float, body_lr_mult: float) -> list[dict[str, Any]]:
@@ -417,7 +438,8 @@ def fine_tune(
     on_epoch_end: EpochHook | None = None,
 ) -> RunResult:
     """Train ``model`` (its head already replaced) on the target with Adam over
-    :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body. ``test_acc`` is the
+    :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body, its batch-norm
+    statistics included (:func:`frozen_norm`). ``test_acc`` is the
     accuracy on ``test`` at the end; ``on_epoch_end`` is passed to
     :func:`~d2lcore.train.fit` (live controls show progress with it).
 
@@ -425,7 +447,8 @@ def fine_tune(
     generator during training (``augment``'s random transforms, dropout), inside
     :func:`~d2lcore.train.seeded`: the caller's random state is left as it was."""
     device = get_device(device)
-    if config.body_lr_mult == 0:
+    probe = config.body_lr_mult == 0
+    if probe:  # a linear probe: body parameters and batch-norm statistics frozen
         freeze_body(model)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.body_lr_mult))
     data = Splits(train, val, test, batch_size=config.batch_size, seed=config.seed)
@@ -434,7 +457,7 @@ def fine_tune(
         loader = StepLoader(loader, config.steps_per_epoch)
     batches = loader if augment is None else AugmentedLoader(loader, augment)
     loss_fn = nn.CrossEntropyLoss()
-    with seeded(config.seed):
+    with seeded(config.seed), frozen_norm(model) if probe else nullcontext():
         history = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
                       num_epochs=config.num_epochs, val_batches=data.loader("val", device=device),
                       device=device, on_epoch_end=on_epoch_end)  # fmt: skip
