@@ -19,6 +19,7 @@ import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import plotly
 import plotly.graph_objects as go
@@ -300,6 +301,26 @@ def serve_page(root: Path, body: str) -> Iterator[str]:
         server.server_close()
 
 
+def select(page: Any, fig_id: str, *steps: int) -> dict:
+    """Move slider ``i`` of the figure to ``steps[i]``; return the figure's state."""
+    for i, step in enumerate(steps):
+        move_slider(page, fig_id, i, step)
+    return figure_state(page, fig_id)
+
+
+@contextlib.contextmanager
+def figure_page(root: Path, browser, body: str) -> Iterator[tuple[Any, list[str]]]:
+    """:func:`serve_page` opened in a new browser page, its plots drawn; yields the page
+    and the list that collects the page's JavaScript errors."""
+    with serve_page(root, body) as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        wait_for_plots(page)
+        yield page, errors
+
+
 @pytest.fixture(scope="module")
 def served_page(tmp_path_factory):
     """A page with two slider figures and plotly.js beside it, served on 127.0.0.1."""
@@ -459,18 +480,11 @@ def test_trace_figure_leaves_the_callers_traces_alone_and_checks_its_inputs():
 @pytest.mark.browser
 def test_trace_figure_sliders_switch_traces_in_the_browser(tmp_path, browser):
     sf = make_trace_figure(default={"depth": 2, "init": "zeros"})
-    with serve_page(tmp_path, sf.to_html()) as url:
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        wait_for_plots(page)
+    with figure_page(tmp_path, browser, sf.to_html()) as (page, errors):
         configs = grid_configs(TRACE_AXES)
         for depth_step, init_step in [(0, 2), (1, 2), (1, 0)]:
-            move_slider(page, sf.fig_id, 0, depth_step)
-            move_slider(page, sf.fig_id, 1, init_step)
+            state = select(page, sf.fig_id, depth_step, init_step)
             k = depth_step * 3 + init_step
-            state = figure_state(page, sf.fig_id)
             assert [t["index"] for t in state["visible"]] == [2 * k, 2 * k + 1]
             assert state["visible"][0]["y"] == [k + 1.0] * configs[k]["depth"]
             assert page_readout(page, sf.fig_id).endswith(f"case {k}")
@@ -609,18 +623,11 @@ def test_fixed_ranges_leave_category_axes_to_plotly():
 @pytest.mark.browser
 def test_moving_a_slider_shows_each_configurations_map(tmp_path, browser):
     sf = make_map_figure(default={"lr": 0.1, "seed": 0}, fixed_ranges=True)
-    with serve_page(tmp_path, sf.to_html()) as url:
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        wait_for_plots(page)
+    with figure_page(tmp_path, browser, sf.to_html()) as (page, errors):
         ranges = axis_ranges(page, sf.fig_id)
         for lr_step, seed_step in [(1, 0), (1, 2), (0, 1)]:
-            move_slider(page, sf.fig_id, 0, lr_step)
-            move_slider(page, sf.fig_id, 1, seed_step)
+            state = select(page, sf.fig_id, lr_step, seed_step)
             k = lr_step * 3 + seed_step
-            state = figure_state(page, sf.fig_id)
             assert [t["index"] for t in state["visible"]] == [2 * k, 2 * k + 1]
             assert state["visible"][0]["type"] == "heatmap"
             assert state["visible"][0]["z"] == map_z(k)
@@ -672,12 +679,7 @@ def test_hostile_values_stay_inside_the_script_block():
 @pytest.mark.browser
 def test_hostile_values_render_and_run_nothing_in_the_browser(tmp_path, browser):
     sf = hostile_figure()
-    with serve_page(tmp_path, sf.to_html()) as url:
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        wait_for_plots(page)
+    with figure_page(tmp_path, browser, sf.to_html()) as (page, errors):
         move_slider(page, sf.fig_id, 1, 1)
         move_slider(page, sf.fig_id, 0, 1)
         state = figure_state(page, sf.fig_id)
