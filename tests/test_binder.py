@@ -473,13 +473,30 @@ def test_binder_link_opens_the_page_as_a_notebook_in_jupyterlab(browser, jupyter
     assert not errors, "\n".join(errors)
 
 
+#: A page's run in the rehearsal (the slowest takes a few minutes on 2 cores).
+PAGE_TIMEOUT_S = 1200
+
+
 @pytest.mark.binder
 @pytest.mark.parametrize("page", rehearsal_pages())
 def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str):
-    result = subprocess.run(
-        [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"), f"{page}.md"],
-        cwd=binder_env.repo, env=binder_env.env, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+    def run_page() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"),
+             f"{page}.md"],
+            cwd=binder_env.repo, env=binder_env.env, capture_output=True, text=True,
+            timeout=PAGE_TIMEOUT_S,
+        )  # fmt: skip
+
+    try:
+        result = run_page()
+    except subprocess.TimeoutExpired:
+        # Seen once: nbclient waited on an idle kernel, both sides polling, past its own
+        # cell timeout (the CNN page's interact cell; not reproduced in several runs of
+        # the same cells in the same environment). One retry tells such a lost message
+        # from a page that really hangs, which fails again.
+        binder_env.seconds[f"retried {page}"] = PAGE_TIMEOUT_S
+        result = run_page()
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{page} did not run:\n{(result.stdout + result.stderr)[-6000:]}"
     report = json.loads(lines[-1])
