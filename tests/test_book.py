@@ -42,7 +42,8 @@ def test_slider_pages_load_the_slider_script_once(built_book: Path):
         if "window.d2lSliders.attach(" not in html:
             continue
         pages += 1
-        srcs = re.findall(r'<script[^>]+src="([^"]+)"', html)
+        # Sphinx adds a cache-busting "?v=..." to each script's address.
+        srcs = [s.split("?")[0] for s in re.findall(r'<script[^>]+src="([^"]+)"', html)]
         ours = [i for i, s in enumerate(srcs) if s.endswith("vendor/d2l-sliders.js")]
         plotly_js = [i for i, s in enumerate(srcs) if s.endswith("vendor/plotly.min.js")]
         assert len(ours) == 1 and len(plotly_js) == 1 and plotly_js[0] < ours[0], (page, srcs)
