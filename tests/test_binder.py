@@ -10,9 +10,15 @@ Three groups of tests:
   in a fresh virtual environment (JupyterLab, which repo2docker's own environment has,
   then ``pip install -r binder/requirements.txt``, then binder/postBuild), checks that
   JupyterLab opens the pages as notebooks, and runs every page in that environment's
-  kernel with an empty grid cache, as a reader's first visit does, pressing the Train
-  button of each live-controls panel. ``D2L_REHEARSAL_PAGES=data_operations,
-  linear_regression`` limits it to some pages.
+  kernel, pressing the Train button of each live-controls panel.
+  ``D2L_REHEARSAL_PAGES=data_operations,linear_regression`` limits it to some pages.
+
+The rehearsal's grid cache starts as a copy of the one the book build just filled (the
+same code, data and torch, so the same keys): it tests the environment, and the grids'
+training is not run a second time in one ``make test`` (that took about 9 of its
+minutes). Each page's own cells and every Train button still train in Binder's
+environment. ``D2L_REHEARSAL_COLD=1`` starts from an empty cache instead, as a reader's
+first visit does.
 
 Where PyTorch's CPU index cannot be reached (CI reaches PyPI only), the rehearsal gets
 PyPI's CUDA build of torch 2.14.1 and the CUDA packages it needs instead of Binder's
@@ -320,8 +326,20 @@ def _python_for_runtime() -> str:
     return python
 
 
+def _seed_cache(request: pytest.FixtureRequest, cache: Path) -> None:
+    """Start the rehearsal's grid cache as a copy of the book build's (see the module's
+    docstring); with ``D2L_REHEARSAL_COLD=1``, empty."""
+    cache.mkdir(parents=True)
+    if os.environ.get("D2L_REHEARSAL_COLD") == "1":
+        return
+    request.getfixturevalue("built_book")  # the build fills the cache first
+    source = Path(os.environ.get("D2L_CACHE_DIR") or ROOT / ".d2l_cache")
+    if source.is_dir():
+        shutil.copytree(source, cache, dirs_exist_ok=True)
+
+
 @pytest.fixture(scope="module")
-def binder_env() -> Iterator[BinderEnv]:
+def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
     """Binder's environment, built from binder/ alone into a fresh virtual environment."""
     # Not under pytest's tmp_path: the environment takes several GB and pytest keeps the
     # folders of the last three sessions.
@@ -336,11 +354,11 @@ def binder_env() -> Iterator[BinderEnv]:
         # The user's Jupyter folders start empty on Binder; keep this machine's out.
         JUPYTER_CONFIG_DIR=str(tmp / "home" / ".jupyter"),
         JUPYTER_DATA_DIR=str(tmp / "home" / ".local" / "share" / "jupyter"),
-        # A reader's first visit: no trained grid anywhere.
         D2L_CACHE_DIR=str(tmp / "cache"),
     )
     be = BinderEnv(repo=tmp / "repo", prefix=prefix, env=env)
     try:
+        _seed_cache(request, tmp / "cache")
         _copy_repository(be.repo)
         be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
         # repo2docker's environment comes with a current pip, JupyterLab 4 and Notebook 7
