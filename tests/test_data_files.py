@@ -129,3 +129,77 @@ def test_train_size_is_checked(tiny_fashion_mnist, monkeypatch, train_size) -> N
         data.fashion_mnist_splits(train_size=train_size, val_size=2, root=folder, device="cpu")
     splits = data.fashion_mnist_splits(train_size=5, val_size=2, root=folder, device="cpu")
     assert len(splits.train[1]) == 5
+
+
+# ----------------------------------------------------------------------------------
+# Downloading (Colab's path): from a local HTTP server standing in for the mirror
+
+
+@pytest.fixture
+def mirror(tiny_fashion_mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Serve a copy of the tiny files over HTTP; the checksums are the tiny files'.
+    Yields ``(url, served folder, list of requested paths)``."""
+    import functools
+    import http.server
+    import threading
+
+    folder, md5, arrays = tiny_fashion_mnist
+    served = tmp_path / "served"
+    shutil.copytree(folder, served)
+    sizes = {name: len(idx_bytes(a)) for name, a in arrays.items()}
+    monkeypatch.setattr(data, "FASHION_MNIST_FILES", {n: (md5[n], sizes[n]) for n in md5})
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "USER_CACHE_DIR", tmp_path / "no-cache")
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served, requested
+    finally:
+        server.shutdown()
+
+
+def test_ensure_downloads_into_the_named_folder_and_verifies(mirror, tmp_path, monkeypatch):
+    url, served, requested = mirror
+    target = tmp_path / "colab-data"
+    target.mkdir()
+    named(monkeypatch, target)
+    monkeypatch.setenv(data.URL_ENV, url)
+    with pytest.raises(DataNotFoundError):
+        find_fashion_mnist()
+    assert data.ensure_fashion_mnist() == target
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        f"{n}.gz" for n in data.FASHION_MNIST_FILES)
+    assert len(requested) == 4
+    tiny_md5 = {name: md5 for name, (md5, _) in data.FASHION_MNIST_FILES.items()}
+    images, labels = data.load_fashion_mnist("test", checksums=tiny_md5)
+    assert images.shape == (8, 28, 28) and labels.shape == (8,)
+    # Found now: nothing is fetched again. A broken copy is fetched again.
+    assert data.ensure_fashion_mnist() == target and len(requested) == 4
+    (target / f"{NAME}.gz").write_bytes(b"\x1f\x8b broken")
+    data.download_fashion_mnist(target)
+    assert requested[4:] == [f"/{NAME}.gz"]
+    data.check_fashion_mnist(target)
+
+
+def test_download_of_a_wrong_file_keeps_nothing(mirror, tmp_path):
+    url, served, _ = mirror
+    (served / f"{NAME}.gz").write_bytes(b"\x1f\x8b not the file")
+    target = tmp_path / "data"
+    with pytest.raises(DataFileError, match=rf"{url}/{NAME}.gz is not the file"):
+        data.download_fashion_mnist(target, url=url)
+    assert not (target / f"{NAME}.gz").exists()
+    assert not list(target.glob("*.part"))
+
+
+def test_download_failure_names_the_address_and_the_way_out(mirror, tmp_path):
+    url, _, _ = mirror
+    with pytest.raises(DataNotFoundError, match=rf"could not download {url}/.*{data.URL_ENV}"):
+        data.download_fashion_mnist(tmp_path / "data", url=url + "/missing")
+    assert not list((tmp_path / "data").glob("*"))

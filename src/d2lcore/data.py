@@ -62,6 +62,8 @@ FASHION_MNIST_ENV = "D2L_FASHION_MNIST_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 USER_CACHE_DIR = Path.home() / ".cache" / "d2lcore" / "fashion-mnist"
 ORIGINAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+#: Environment variable naming another place to download the files from (a mirror).
+URL_ENV = "D2L_FASHION_MNIST_URL"
 
 #: MD5 and size of each decompressed IDX file.
 FASHION_MNIST_FILES: dict[str, tuple[str, int]] = {
@@ -273,22 +275,66 @@ def load_fashion_mnist(
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def download_fashion_mnist(root: str | os.PathLike[str] = USER_CACHE_DIR) -> Path:
-    """Download the original Fashion-MNIST files into ``root`` (needs a network).
+def download_fashion_mnist(
+    root: str | os.PathLike[str] = USER_CACHE_DIR, *, url: str | None = None
+) -> Path:
+    """Download the original Fashion-MNIST files into ``root`` (needs a network) and
+    verify each against :data:`FASHION_MNIST_FILES`; return ``root``.
 
-    Never called by the book or the tests; it is here for readers whose machine has
-    neither the Debian package nor a copy of the files.
+    Files already there are kept when they verify and fetched again when they do not.
+    Never called by the book or the tests' builds; it is here for machines with neither
+    the Debian package nor a copy of the files (Colab: :func:`ensure_fashion_mnist`).
+
+    Args:
+        url: the folder to fetch ``<name>.gz`` from; default ``$D2L_FASHION_MNIST_URL``,
+            else :data:`ORIGINAL_URL`.
+
+    Raises:
+        DataNotFoundError: a file could not be fetched (naming it and why).
+        DataFileError: a fetched file is not the file its name says (corrupt or truncated).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    base = url or os.environ.get(URL_ENV) or ORIGINAL_URL
+    base = base if base.endswith("/") else base + "/"
     for name, (md5, size) in FASHION_MNIST_FILES.items():
         target = root / f"{name}.gz"
-        if not target.exists():
-            tmp = target.with_suffix(".part")
-            urllib.request.urlretrieve(f"{ORIGINAL_URL}{name}.gz", tmp)
-            tmp.replace(target)
-        read_idx(target, md5, expected_size=size)  # verify now rather than at first use
+        if target.exists():
+            try:
+                read_idx(target, md5, expected_size=size)
+                continue
+            except DataFileError:
+                pass  # a broken copy: fetch it again
+        tmp = target.with_suffix(".part")
+        try:
+            urllib.request.urlretrieve(f"{base}{name}.gz", tmp)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise DataNotFoundError(f"could not download {base}{name}.gz: {err}. Check the "
+                                    f"network, or set {URL_ENV} to a mirror.\n"
+                                    f"{HOW_TO_GET}") from err  # fmt: skip
+        try:
+            read_idx(tmp, md5, expected_size=size)  # verify before it takes the file's name
+        except DataFileError as err:
+            tmp.unlink(missing_ok=True)
+            why = str(err).split(" Delete or replace")[0]  # read_idx's advice names tmp
+            raise DataFileError(f"{base}{name}.gz is not the file it should be, so nothing "
+                                f"was kept ({why}). Try again, or set {URL_ENV} to another "
+                                "mirror.") from err  # fmt: skip
+        tmp.replace(target)
     return root
+
+
+def ensure_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder :func:`find_fashion_mnist` finds; where it finds none, download the
+    files (into the folder named by ``root`` or ``$D2L_FASHION_MNIST_DIR``, else
+    ``~/.cache/d2lcore/fashion-mnist``) and return that. For a machine with a network
+    and no copy (Colab); the book itself never downloads."""
+    try:
+        return find_fashion_mnist(root)
+    except DataNotFoundError:
+        target = root if root is not None else os.environ.get(FASHION_MNIST_ENV)
+        return download_fashion_mnist(target or USER_CACHE_DIR)
 
 
 def text_labels(labels: torch.Tensor | Sequence[int]) -> list[str]:

@@ -1,0 +1,284 @@
+"""Open in Colab: each chapter as a notebook with a setup cell (tools/colab_notebooks.py)
+and a "Colab" launch button that opens it (_ext/colab.py).
+
+The rehearsal (marker ``colab``) stands in for Colab without a network: a fresh virtual
+environment that already has a torch (this environment's, linked in, not downloaded
+again) and Colab's Jupyter stack but neither d2lcore nor the data; the setup cell's
+install pointed at this checkout (``git+file://...@<commit>``, the form CI writes with
+the GitHub address); Fashion-MNIST served by a local HTTP server. The softmax chapter's
+notebook, from the book just built, then runs top to bottom.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+
+from .conftest import ROOT, git, toc_pages
+
+CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
+REHEARSED = "chapters/softmax_regression"
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load(ROOT / "tools" / "colab_notebooks.py", "colab_notebooks")
+ext = _load(ROOT / "_ext" / "colab.py", "colab_ext")
+
+
+def _notebook(*code: str) -> dict[str, Any]:
+    cells = [{"cell_type": "code", "execution_count": 1, "id": f"c{i}", "metadata": {},
+              "outputs": [{"output_type": "stream", "name": "stdout", "text": "out\n"}],
+              "source": src} for i, src in enumerate(code)]  # fmt: skip
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def _setup_cell(nb: dict[str, Any]) -> str:
+    setup = [c for c in nb["cells"] if c["cell_type"] == "code"
+             and tool.SETUP_TAG in c["metadata"].get("tags", [])]  # fmt: skip
+    assert len(setup) == 1
+    return str(setup[0]["source"])
+
+
+# ----------------------------------------------------------------------------------
+# The notebooks and the button
+
+
+def test_setup_cell_comes_first_and_asks_only_for_what_the_page_uses():
+    plain = _notebook("import torch\nx = torch.ones(2)")
+    out = tool.colab_notebook(plain, source="d2lcore @ git+https://github.com/o/r@abc",
+                              d2l="d2l==1.0.3", commit="abc" * 14, page="chapters/p")  # fmt: skip
+    assert [c["cell_type"] for c in out["cells"]] == ["markdown", "code", "code"]
+    setup = _setup_cell(out)
+    assert out["cells"][1]["source"] == setup
+    compile(setup, "setup", "exec")  # valid Python
+    assert "git+https://github.com/o/r@abc" in setup
+    assert "d2l==" not in setup and "ensure_fashion_mnist" not in setup
+    assert out["cells"][2] == plain["cells"][0], "the page's cells and outputs are kept"
+    assert out["metadata"]["kernelspec"]["name"] == "python3"
+
+    page = _notebook("import d2l.torch as d2l", "splits = fashion_mnist_splits()")
+    setup = _setup_cell(tool.colab_notebook(page, source="s", d2l="d2l==1.0.3", commit="c",
+                                            page="chapters/p"))  # fmt: skip
+    assert "pip_install('--no-deps', 'd2l==1.0.3')" in setup.replace('"', "'")
+    assert "ensure_fashion_mnist()" in setup
+
+
+@pytest.mark.parametrize(
+    ("cuda", "preset", "expected"),
+    [(True, None, "gpu"), (True, "cpu", "cpu"), (False, None, None)],
+)
+def test_setup_cell_picks_the_gpu_profile_on_cuda_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, preset: str | None, expected: str | None
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.delenv("D2L_PROFILE", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("D2L_PROFILE", preset)
+    installs: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: installs.append(cmd))  # none
+    setup = tool.setup_source("d2lcore", d2l="d2l==1.0.3", fashion_mnist=False)
+    exec(compile(setup, "setup", "exec"), {})  # d2lcore is importable here: no install
+    assert installs == []
+    assert os.environ.get("D2L_PROFILE") == expected
+
+
+def test_missing_build_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code = tool.main(["--book", str(tmp_path), "--out", str(tmp_path / "nb"), "--commit", "c"])
+    assert code == 1
+    assert "build the book first" in capsys.readouterr().err
+
+
+def test_colab_url_opens_the_notebook_on_the_colab_branch():
+    url = ext.colab_url("https://github.com/org/book", "colab", "chapters/mlp")
+    assert url == "https://colab.research.google.com/github/org/book/blob/colab/chapters/mlp.ipynb"
+    with pytest.raises(ValueError, match="GitHub only"):
+        ext.colab_url("https://gitlab.com/org/book", "colab", "chapters/mlp")
+
+
+@pytest.mark.book
+def test_every_chapter_has_a_colab_button_and_a_notebook(built_book: Path, tmp_path: Path):
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    branch = config["sphinx"]["config"]["d2l_colab_branch"]
+    for page in CHAPTERS:
+        html = (built_book / f"{page}.html").read_text()
+        expected = ext.colab_url(config["repository"]["url"], branch, page)
+        assert f'href="{expected}"' in html, f"{page} has no Colab button to {expected}"
+    assert "colab.research.google.com" not in (built_book / "intro.html").read_text()
+    written = tool.write_notebooks(built_book.parent, tmp_path, source="d2lcore", commit="c")
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+        f"{p}.ipynb" for p in CHAPTERS]
+    for path in written:
+        nb = json.loads(path.read_text())
+        outputs = sum(len(c.get("outputs", [])) for c in nb["cells"])
+        assert outputs > 0, f"{path.name} has no outputs"
+
+
+# ----------------------------------------------------------------------------------
+# The rehearsal
+
+
+def _torch_closure() -> list[metadata.Distribution]:
+    """torch and every distribution it requires on this machine, recursively."""
+    seen: dict[str, metadata.Distribution] = {}
+    todo = ["torch"]
+    while todo:
+        name = todo.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement for another platform
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen[key] = dist
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return list(seen.values())
+
+
+def _link_torch(folder: Path) -> None:
+    """``folder`` gets a link to each top-level file or package of torch's closure."""
+    folder.mkdir()
+    for dist in _torch_closure():
+        base = Path(str(dist.locate_file("")))
+        for name in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
+            if not (folder / name).exists() and (base / name).exists():
+                (folder / name).symlink_to(base / name)
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist_mirror() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server with the four ``.gz`` files; yields its URL and the paths asked."""
+    from d2lcore.data import FASHION_MNIST_FILES, find_fashion_mnist
+
+    found = find_fashion_mnist()
+    served = Path(tempfile.mkdtemp(prefix="d2l-mirror-"))
+    for name in FASHION_MNIST_FILES:
+        shutil.copy(found / f"{name}.gz", served)
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            asked.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", asked
+    finally:
+        server.shutdown()
+        shutil.rmtree(served, ignore_errors=True)
+
+
+PROBE = """\
+import json, os, importlib.metadata as md, torch, d2lcore
+from d2lcore.data import find_fashion_mnist
+print("PROBE " + json.dumps({
+    "torch": torch.__file__, "d2lcore": d2lcore.__file__,
+    "direct_url": json.loads(md.distribution("d2lcore").read_text("direct_url.json")),
+    "data": str(find_fashion_mnist()), "profile": os.environ.get("D2L_PROFILE")}))
+"""
+
+
+@pytest.mark.colab
+def test_chapter_notebook_runs_in_a_colab_like_environment(
+    built_book: Path, fashion_mnist_mirror: tuple[str, list[str]]
+):
+    url, asked = fashion_mnist_mirror
+    tmp = Path(tempfile.mkdtemp(prefix="d2l-colab-"))
+    try:
+        venv = tmp / "env"
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        python = venv / "bin" / "python"
+        purelib = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        # Colab's own torch: this environment's, through a .pth (pip sees it installed).
+        _link_torch(tmp / "colab-torch")
+        (Path(purelib) / "colab_torch.pth").write_text(f"{tmp / 'colab-torch'}\n")
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+               and not k.startswith(("D2L_", "JUPYTER"))}  # fmt: skip
+        env.update(
+            PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            VIRTUAL_ENV=str(venv), HOME=str(tmp / "home"),
+            D2L_FASHION_MNIST_DIR=str(tmp / "data"), D2L_FASHION_MNIST_URL=url,
+            D2L_CACHE_DIR=str(tmp / "cache"),
+            # pip clones this checkout, which CI's root may not own (see conftest.git).
+            GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*",
+        )  # fmt: skip
+        (tmp / "data").mkdir()
+        # What Colab has before the first cell runs: a current pip, its Jupyter stack
+        # and numpy.
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+                       env=env, check=True)  # fmt: skip
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "ipykernel", "nbclient",
+                        "nbformat", "numpy"], env=env, check=True)  # fmt: skip
+        before = subprocess.run([python, "-c", "import d2lcore"], env=env, capture_output=True)
+        assert before.returncode != 0, "the stand-in for Colab already has d2lcore"
+
+        commit = git("rev-parse", "HEAD").stdout.decode().strip()
+        source = f"d2lcore @ git+file://{ROOT}@{commit}"
+        [notebook] = tool.write_notebooks(built_book.parent, tmp / "nb", source=source,
+                                          commit=commit, pages=[REHEARSED])  # fmt: skip
+        nb = json.loads(notebook.read_text())
+        nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe",
+                            "metadata": {}, "outputs": [], "source": PROBE})  # fmt: skip
+        notebook.write_text(json.dumps(nb))
+        runner = ("import sys, nbformat, nbclient\n"
+                  "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+                  "nbclient.NotebookClient(nb, timeout=900, kernel_name='python3').execute()\n"
+                  "nbformat.write(nb, sys.argv[1])\n")  # fmt: skip
+        result = subprocess.run([python, "-c", runner, notebook], cwd=notebook.parent, env=env,
+                                capture_output=True, text=True, timeout=1800)  # fmt: skip
+        assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+
+        executed = json.loads(notebook.read_text())
+        text = "".join(o.get("text", "") for c in executed["cells"] if c["cell_type"] == "code"
+                       for o in c["outputs"])  # fmt: skip
+        probe = json.loads(text.split("PROBE ", 1)[1].splitlines()[0])
+        assert Path(probe["torch"]).parent.parent == tmp / "colab-torch", (
+            "the setup cell replaced the torch that was there", probe)
+        assert Path(probe["d2lcore"]).is_relative_to(venv), probe
+        assert probe["direct_url"]["vcs_info"]["commit_id"] == commit, probe
+        assert probe["data"] == str(tmp / "data"), probe
+        assert sorted(asked) == sorted(f"/{n}.gz" for n in _fashion_mnist_names()), asked
+        assert probe["profile"] is None  # no CUDA here: the page's default, cpu
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fashion_mnist_names() -> list[str]:
+    from d2lcore.data import FASHION_MNIST_FILES
+
+    return list(FASHION_MNIST_FILES)
