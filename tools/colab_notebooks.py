@@ -100,7 +100,7 @@ def colab_notebook(notebook: dict[str, Any], *, source: str, d2l: str, commit: s
     from put first; outputs and the other cells unchanged."""
     code = code_of(notebook)
     uses_d2l = re.search(r"^\s*(import d2l\b|from d2l\b)", code, re.M) is not None
-    setup = {
+    setup: dict[str, Any] = {
         "cell_type": "code",
         "execution_count": None,
         "id": "d2l-colab-setup",
