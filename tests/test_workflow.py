@@ -213,7 +213,7 @@ def test_gpu_job_runs_on_the_documented_self_hosted_labels(workflow):
 def test_which_jobs_run_for_each_event(workflow, name):
     context = EVENTS[name]
     ran = {job for job in workflow["jobs"]
-           if job != "deploy" and job_runs(workflow, job, context)}  # fmt: skip
+           if job not in {"deploy", "colab"} and job_runs(workflow, job, context)}  # fmt: skip
     expected = {
         "push to main": {"gpu", "deploy", "cpu"},
         "pull request from a fork": {"cpu"},
@@ -229,6 +229,8 @@ def test_which_jobs_run_for_each_event(workflow, name):
                                        for j in ("gpu", "book-cpu")}}  # fmt: skip
     if job_runs(workflow, "deploy", with_needs):
         ran.add("deploy")
+    # The Colab notebooks are published exactly where the HTML is.
+    assert job_runs(workflow, "colab", with_needs) == ("deploy" in ran), name
     assert ran == expected
 
 
@@ -352,10 +354,36 @@ def test_pages_are_deployed_only_from_main(workflow):
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["environment"]["name"] == "github-pages"
     assert deploy["concurrency"]["group"] and deploy["concurrency"]["cancel-in-progress"] is False
-    # Only the deploy job may write to Pages.
+    # Only the deploy job may write to Pages, only the colab job to the repository.
     assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["jobs"]["colab"]["permissions"] == {"contents": "write"}
     for name, job in workflow["jobs"].items():
-        assert name == "deploy" or "permissions" not in job, name
+        assert name in {"deploy", "colab"} or "permissions" not in job, name
+
+
+def test_colab_notebooks_come_from_the_published_build(workflow):
+    """Both book jobs write the notebooks after their build and upload them where they
+    upload the HTML for Pages; the colab job pushes them to the branch the pages' Colab
+    buttons open."""
+    for name in ("gpu", "book-cpu"):
+        job = workflow["jobs"][name]
+        make = step_index(job, lambda s: "make book" in s.get("run", ""), "the build")
+        pages = steps(job)[step_index(job, uses("actions/upload-pages-artifact"), "Pages")]
+        tool = step_index(job, runs("tools/colab_notebooks.py"), "writing the notebooks")
+        upload = step_index(job, lambda s: uses("actions/upload-artifact")(s)
+                            and s["with"]["name"] == "colab-notebooks", "uploading them")  # fmt: skip
+        assert make < tool < upload, name
+        assert steps(job)[tool]["if"] == steps(job)[upload]["if"] == pages["if"], name
+        assert "--out _build/colab" in steps(job)[tool]["run"]
+        assert steps(job)[upload]["with"]["path"] == "_build/colab"
+    colab = workflow["jobs"]["colab"]
+    assert set(colab["needs"]) == {"gpu", "book-cpu"}
+    assert colab["if"] == workflow["jobs"]["deploy"]["if"]
+    script = "\n".join(s.get("run", "") for s in steps(colab))
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    branch = config["sphinx"]["config"]["d2l_colab_branch"]
+    assert f"git init -q -b {branch}" in script and re.search(rf"git push --force .* {branch}$",
+                                                                script, re.M)  # fmt: skip
 
 
 def test_cpu_job_runs_ci_run_on_a_github_hosted_runner(workflow):
