@@ -18,6 +18,12 @@ REQ_HASH := $(shell cat requirements.txt requirements-reference.txt pyproject.to
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
+# Thebe 0.9 (Live Code), served with the book: it speaks ipywidgets 8 (see _ext/live_code.py).
+THEBE_VERSION := 0.9.3
+THEBE := .vendor/thebe-$(THEBE_VERSION)/lib/index.js
+# What Thebe fetches from cdnjs when a widget needs it; the Live Code test serves this copy.
+REQUIREJS_VERSION := 2.3.6
+REQUIREJS := .vendor/requirejs-$(REQUIREJS_VERSION)/require.js
 # Trained grids are cached here (keyed by configuration, data and d2lcore's code), so a
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
@@ -66,7 +72,7 @@ data: env
 	  fi; \
 	  $(PY) -m d2lcore.data --check; }
 
-vendor: $(MATHJAX)
+vendor: $(MATHJAX) $(THEBE) $(REQUIREJS)
 
 $(MATHJAX):
 	@command -v npm >/dev/null || { echo "npm is needed once to fetch MathJax $(MATHJAX_VERSION) (Debian: apt-get install npm)"; exit 1; }
@@ -74,6 +80,20 @@ $(MATHJAX):
 	cd .vendor && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
 	tar -xzf .vendor/mathjax-$(MATHJAX_VERSION).tgz -C .vendor/mathjax --strip-components=1
 	rm .vendor/mathjax-$(MATHJAX_VERSION).tgz
+
+$(THEBE):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch Thebe $(THEBE_VERSION) (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .vendor/thebe-$(THEBE_VERSION) && mkdir -p .vendor/thebe-$(THEBE_VERSION)
+	cd .vendor && npm pack --silent thebe@$(THEBE_VERSION) >/dev/null
+	tar -xzf .vendor/thebe-$(THEBE_VERSION).tgz -C .vendor/thebe-$(THEBE_VERSION) --strip-components=1 package/lib
+	rm .vendor/thebe-$(THEBE_VERSION).tgz
+
+$(REQUIREJS):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch require.js $(REQUIREJS_VERSION) (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .vendor/requirejs-$(REQUIREJS_VERSION) && mkdir -p .vendor/requirejs-$(REQUIREJS_VERSION)
+	cd .vendor && npm pack --silent requirejs@$(REQUIREJS_VERSION) >/dev/null
+	tar -xzf .vendor/requirejs-$(REQUIREJS_VERSION).tgz -C .vendor/requirejs-$(REQUIREJS_VERSION) --strip-components=1 package/require.js
+	rm .vendor/requirejs-$(REQUIREJS_VERSION).tgz
 
 # Headless Chromium for the browser tests (Debian's packages; Playwright drives it).
 browser:
