@@ -371,7 +371,7 @@ def test_colab_notebooks_come_from_the_published_build(workflow):
         pages = steps(job)[step_index(job, uses("actions/upload-pages-artifact"), "Pages")]
         tool = step_index(job, runs("tools/colab_notebooks.py"), "writing the notebooks")
         upload = step_index(job, lambda s: uses("actions/upload-artifact")(s)
-                            and s["with"]["name"] == "colab-notebooks", "uploading them")  # fmt: skip
+                            and s["with"]["name"] == "colab-notebooks", "the upload")  # fmt: skip
         assert make < tool < upload, name
         assert steps(job)[tool]["if"] == steps(job)[upload]["if"] == pages["if"], name
         assert "--out _build/colab" in steps(job)[tool]["run"]
