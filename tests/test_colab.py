@@ -264,8 +264,9 @@ def test_chapter_notebook_runs_in_a_colab_like_environment(
         assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
 
         executed = json.loads(notebook.read_text())
-        text = "".join(o.get("text", "") for c in executed["cells"] if c["cell_type"] == "code"
-                       for o in c["outputs"])  # fmt: skip
+        streams = [o.get("text", "") for c in executed["cells"] if c["cell_type"] == "code"
+                   for o in c["outputs"]]  # fmt: skip
+        text = "".join("".join(t) if isinstance(t, list) else t for t in streams)
         probe = json.loads(text.split("PROBE ", 1)[1].splitlines()[0])
         assert Path(probe["torch"]).parent.parent == tmp / "colab-torch", (
             "the setup cell replaced the torch that was there", probe)
