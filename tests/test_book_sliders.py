@@ -32,9 +32,12 @@ def _open_slider_page(browser, url: str, problems: list[str]):
     """Open a page offline, wait for its figures; return it and its slider figures' ids."""
     page = open_offline(browser, url, problems)
     wait_for_plots(page)
+    # The slider figures of d2lcore.sliders; the MLP playground (d2lcore.playground, its
+    # own page script, marked with the class d2l-playground) has its own browser tests.
     fig_ids = page.evaluate(
         """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-             .filter(gd => (gd.layout.sliders || []).length).map(gd => gd.id)"""
+             .filter(gd => (gd.layout.sliders || []).length &&
+                           !gd.classList.contains('d2l-playground')).map(gd => gd.id)"""
     )
     return page, fig_ids
 
