@@ -80,7 +80,7 @@
     var weights = halves(S.weights);
     var losses = S.losses.map(function (pair) { return pair.map(halves); });
     var nHyper = S.default.length, nConfigs = S.steps.length;
-    var shown = '';
+    var shown = '', shownData = 0;  // the figure is drawn with the first data set
 
     function same(a, b) { return a.join(',') === b.join(','); }
     function configOf(h) {
@@ -129,17 +129,27 @@
       if (S.diverged[k] && epoch >= S.diverged[k]) {
         line += ' (diverged at epoch ' + S.diverged[k] + ': its last finite weights)';
       }
-      var lay = {'annotations[0].text': '<b>' + S.values[0][d] + ': ' + text + '</b><br>' + line};
+      var lay = {};
+      lay['annotations[' + S.readout + '].text'] =
+        '<b>' + S.values[0][d] + ': ' + text + '</b><br>' + line;
       a.forEach(function (v, i) {
         var want = i >= 1 && i <= nHyper ? h[i - 1] : v;
         if (want !== v) { lay['sliders[' + i + '].active'] = want; }
       });
-      root.Plotly.update(gd, {
-        z: [z, undefined, undefined, undefined, undefined],
-        x: [S.grid, pts[0][0], pts[1][0], le, le],
-        y: [S.grid, pts[0][1], pts[1][1], tr, te],
-        'marker.color': [undefined, colors(pts[0][2]), colors(pts[1][2]), undefined, undefined],
-      }, lay, [0, 1, 2, 3, 4]);
+      // One redraw: the heat map and the loss curves, and the points when the data set
+      // changed.
+      var data = {z: [z, undefined, undefined], x: [S.grid, le, le], y: [S.grid, tr, te]};
+      var traces = [0, 3, 4];
+      if (d !== shownData) {
+        shownData = d;
+        data.z.push(undefined, undefined);
+        data.x.push(pts[0][0], pts[1][0]);
+        data.y.push(pts[0][1], pts[1][1]);
+        data['marker.color'] = [undefined, undefined, undefined,
+          colors(pts[0][2]), colors(pts[1][2])];
+        traces.push(1, 2);
+      }
+      root.Plotly.update(gd, data, lay, traces);
     }
 
     function actives() {
@@ -157,5 +167,5 @@
     show(last, 0);
   }
 
-  root.d2lPlayground = {version: VERSION, attach: attach};
+  root.d2lPlayground = {version: VERSION, attach: attach, boundary: boundary, halves: halves};
 })(window);

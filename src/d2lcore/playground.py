@@ -175,14 +175,15 @@ def flat_weights(model: nn.Module) -> np.ndarray:
 def load_flat_weights(model: nn.Module, weights: np.ndarray) -> nn.Module:
     """The inverse of :func:`flat_weights`: ``model`` with those weights, in place."""
     flat = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    tensors = [t for m in linears(model) for t in (m.weight, m.bias)]
+    if sum(t.numel() for t in tensors) != len(flat):
+        raise ValueError(f"{len(flat)} weights for a model with "
+                         f"{sum(t.numel() for t in tensors)}")  # fmt: skip
     start = 0
     with torch.no_grad():
-        for m in linears(model):
-            for t in (m.weight, m.bias):
-                t.copy_(flat[start : start + t.numel()].view_as(t))
-                start += t.numel()
-    if start != len(flat):
-        raise ValueError(f"{len(flat)} weights for a model with {start}")
+        for t in tensors:
+            t.copy_(flat[start : start + t.numel()].view_as(t))
+            start += t.numel()
     return model
 
 
@@ -556,6 +557,9 @@ def playground_figure(
     """
     names = list(data)
     configs = around_default(default, axes, crossed)
+    for name, values in {"dataset": names, **axes, "epoch": list(snapshot_epochs)}.items():
+        if len(values) < 2:  # plotly draws no slider with a single step
+            raise ValueError(f"axis {name!r} needs two values or more, got {list(values)}")
     hyper = list(axes)
     for name in names:
         if len(runs[name]) != len(configs):
@@ -579,8 +583,8 @@ def playground_figure(
             table = np.asarray(run.extras["curves"], np.float32)  # epoch, losses, accuracies
             curves = [table[:, 1], table[:, 2]]
             loss_blobs.append([_f16(c) for c in curves])
-            values = [float(v) for c in curves for v in c if v > 0]
-            lo, hi = min([lo, *values]), max([hi, *values])
+            positive = [float(v) for c in curves for v in c if v > 0]
+            lo, hi = min([lo, *positive]), max([hi, *positive])
             diverged.append(run.history.diverged_epoch or 0)
     offsets = np.cumsum([0] + [b.size for b in blobs]).tolist()
     layers = [[2] + [int(c["width"])] * int(c["depth"]) + [2] for c in configs]
@@ -632,7 +636,7 @@ def playground_figure(
         "stats": stats, "losses": loss_blobs, "loss_epochs": loss_epochs,
         "diverged": diverged, "snapshots": snaps, "grid": xs.tolist(),
         "points": [[_xy(data[n].train), _xy(data[n].test)] for n in names],
-        "colors": list(CLASS_COLORS),
+        "colors": list(CLASS_COLORS), "readout": len(fig.layout.annotations) - 1,
     }  # fmt: skip
     return PlaygroundFigure(figure=fig, fig_id=fig_id, spec=spec)
 
