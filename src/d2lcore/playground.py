@@ -669,10 +669,11 @@ def live_playground(
     """Live controls for the playground: choose a data set and any configuration, press
     Train; the boundary is redrawn every ``draw_every`` epochs while the model trains."""
     panel: LiveControls | None = None
+    xs, points = plane(61)  # boundary_figure's default resolution
 
-    def show(fig: go.Figure) -> None:
+    def show(fig: dict[str, Any]) -> None:
         assert panel is not None
-        bundle = PlotlyRenderer(config=PLOT_CONFIG).to_mimebundle(fig.to_dict())
+        bundle = PlotlyRenderer(config=PLOT_CONFIG).to_mimebundle(fig)
         panel.output.outputs = ({"output_type": "display_data", "data": bundle,
                                  "metadata": {}},)  # fmt: skip
 
@@ -685,11 +686,20 @@ def live_playground(
             history.train_loss = histories[0].train_loss
             on_epoch_end(epoch, histories[0])
 
+        frame: dict[str, Any] = {}
+
         def on_snapshot(epoch: int, weights: list[np.ndarray]) -> None:
-            steps = range(1, len(history.train_loss) + 1)
-            show(boundary_figure(model_config, chosen, weights[0],
-                                 {"training loss (training steps)": (steps, history.train_loss)},
-                                 num_epochs=num_epochs))  # fmt: skip
+            steps = list(range(1, len(history.train_loss) + 1))
+            if not frame:  # built once: plotly's validation costs more than the training
+                frame.update(boundary_figure(
+                    model_config, chosen, weights[0],
+                    {"training loss (training steps)": (steps, history.train_loss)},
+                    num_epochs=num_epochs).to_dict())  # fmt: skip
+            else:  # then only the numbers change
+                z = predict_proba(model_config, weights[0], points).numpy()
+                frame["data"][0]["z"] = np.round(z.reshape(len(xs), -1), 3)
+                frame["data"][3].update(x=steps, y=list(history.train_loss))
+            show(frame)
 
         snaps = [*range(0, num_epochs, draw_every), num_epochs]
         (run,) = train_stacked([model_config], [chosen], num_epochs=num_epochs,
