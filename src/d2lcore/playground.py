@@ -601,15 +601,18 @@ def playground_figure(
                              "P(class 1) = %{z:.2f}<extra></extra>"), row=1, col=1)  # fmt: skip
     fig.add_trace(_points_trace(shown_data.train, "training points", "circle"), row=1, col=1)
     fig.add_trace(_points_trace(shown_data.test, "test points", "diamond-open"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=[], y=[], name="training loss", line={"color": "#1f77b4"}),
-                  row=1, col=2)  # fmt: skip
-    fig.add_trace(go.Scatter(x=[], y=[], name="test loss", line=LOSS_STYLES[1]),
-                  row=1, col=2)  # fmt: skip
+    table = np.asarray(first.extras["curves"])  # what the page script draws first, too
+    for column, name, style in ((1, "training loss", LOSS_STYLES[0]),
+                                (2, "test loss", LOSS_STYLES[1])):
+        fig.add_trace(go.Scatter(x=table[:, 0].tolist(), y=_f16_round(table[:, column]),
+                                 name=name, line=style), row=1, col=2)  # fmt: skip
     fig.update_xaxes(title_text="x1", range=[-EXTENT, EXTENT], row=1, col=1)
     fig.update_yaxes(title_text="x2", range=[-EXTENT, EXTENT], row=1, col=1)
     fig.update_xaxes(title_text="epoch", range=[0, num_epochs], row=1, col=2)
+    # Losses below 1e-3 (a perfect fit) would stretch the scale over many decades.
     fig.update_yaxes(title_text="cross-entropy loss (log scale)", type="log",
-                     range=[math.log10(lo) - 0.1, math.log10(hi) + 0.1], row=1, col=2)  # fmt: skip
+                     range=[math.log10(max(lo, 1e-3)) - 0.1, math.log10(hi) + 0.1],
+                     row=1, col=2)  # fmt: skip
     fig.add_annotation(name="readout", text="", xref="paper", yref="paper", x=0, y=1,
                        yshift=34, xanchor="left", yanchor="bottom", align="left",
                        showarrow=False, font={"size": 13})  # fmt: skip
@@ -645,6 +648,10 @@ def _xy(split: Split) -> list[list[float]]:
     X, y = split
     return [np.round(X[:, 0].numpy(), 3).tolist(), np.round(X[:, 1].numpy(), 3).tolist(),
             y.tolist()]  # fmt: skip
+
+
+def _f16_round(values: np.ndarray) -> list[float]:
+    return np.asarray(values, np.float32).astype("<f2").astype(float).tolist()
 
 
 def _half_round(weights: np.ndarray) -> np.ndarray:
