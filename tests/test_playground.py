@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import math
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from torch import nn
 
 from d2lcore.playground import (
     DATASETS,
+    PLAYGROUND_JS,
     around_default,
     build_mlp,
     flat_weights,
@@ -23,12 +26,14 @@ from d2lcore.playground import (
     plane,
     playground_data,
     playground_figure,
+    playground_program,
     predict_proba,
     train_stacked,
 )
 
 from .browser_helpers import move_slider
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"width": 4, "depth": 2, "activation": "relu", "lr": 0.03, "dropout": 0.0,
            "init": "kaiming_normal"}  # fmt: skip
 
@@ -212,6 +217,24 @@ def test_the_figure_stores_every_models_weights_as_float16():
     assert spec["crossed"] == [[0, 4]]
     html = fig.to_html()
     assert "window.d2lPlayground.attach(" in html and "cdn" not in html.lower()
+
+
+def test_the_book_serves_the_page_script_once_beside_plotly(tmp_path):
+    from .test_sliders import FakeApp, load_offline_assets
+
+    assets = load_offline_assets()
+    assert assets.PLAYGROUND_JS.resolve() == PLAYGROUND_JS.resolve()
+    assert "playground.js" in tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["d2lcore"]  # fmt: skip
+    program = playground_program()
+    assert "</script" not in program.lower() and "{plot_id}" not in program
+    *_, fig = small_playground()
+    context = {"body": fig.to_html()}
+    assert context["body"].count(program) == 1  # for pages that do not load the file
+    app = FakeApp()
+    assets._add_plotly(app, "page", "page.html", context, None)
+    assert app.js_files == [("vendor/plotly.min.js", 200), ("vendor/d2l-playground.js", 202)]
+    assert program not in context["body"] and "window.d2lPlayground.attach(" in context["body"]
 
 
 def test_float16_weights_change_the_boundary_by_less_than_a_percent():
