@@ -266,7 +266,7 @@ def _draw_uniforms(configs: Sequence[Mapping[str, Any]], generators: list[torch.
 
 
 SnapshotHook = Callable[[int, list[np.ndarray]], None]
-EpochHook = Callable[[int, list[History]], None]
+StackEpochHook = Callable[[int, list[History]], None]
 
 
 def train_stacked(
@@ -278,7 +278,7 @@ def train_stacked(
     eval_every: int = 1,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    on_epoch_end: EpochHook | None = None,
+    on_epoch_end: StackEpochHook | None = None,
     on_snapshot: SnapshotHook | None = None,
 ) -> list[RunResult]:
     """Train the MLP of ``configs[k]`` on ``data[k]`` for every ``k`` together: full
@@ -346,7 +346,8 @@ def train_stacked(
 def _loop(groups: list[_Group], histories: list[History], curves: list[list[list[float]]],
           weights: list[list[np.ndarray]], stats: list[list[list[float]]], *,
           num_epochs: int, snaps: list[int], eval_every: int,
-          on_epoch_end: EpochHook | None, on_snapshot: SnapshotHook | None) -> None:  # fmt: skip
+          on_epoch_end: StackEpochHook | None,
+          on_snapshot: SnapshotHook | None) -> None:  # fmt: skip
     """The epochs of :func:`train_stacked`, filling its lists (in the caller's order)."""
     K = len(histories)
     alive = [True] * K
