@@ -6,7 +6,8 @@
 - ``sliders.js`` (the page script of ``d2lcore.sliders``, from the installed package) is
   copied to ``_static/vendor/d2l-sliders.js`` and loaded after plotly.js only on pages
   that hold a slider figure; the copy each figure carries inline (for notebooks shown
-  outside the book) is removed from those pages.
+  outside the book) is removed from those pages. ``playground.js`` (the MLP
+  playground's, ``d2lcore.playground``) is served the same way as ``d2l-playground.js``.
 - MathJax 3 (unpacked from the npm registry into ``.vendor/mathjax`` by ``make``) is
   copied to ``_static/vendor/mathjax``; ``mathjax_path`` in ``_config.yml`` points there.
 
@@ -32,6 +33,12 @@ SLIDERS_JS = (Path(next(iter(_D2LCORE.submodule_search_locations or []))) / "sli
               if _D2LCORE is not None else Path("sliders.js"))  # fmt: skip
 #: What a slider figure's inline script calls; a page that holds it needs sliders.js.
 SLIDERS_CALL = "window.d2lSliders.attach("
+#: The MLP playground's page script (``d2lcore.playground``), served the same way.
+PLAYGROUND_JS = SLIDERS_JS.with_name("playground.js")
+PLAYGROUND_CALL = "window.d2lPlayground.attach("
+#: Each page script: its file, what a figure that needs it calls, its name when served.
+PAGE_SCRIPTS = ((SLIDERS_JS, SLIDERS_CALL, "d2l-sliders.js"),
+                (PLAYGROUND_JS, PLAYGROUND_CALL, "d2l-playground.js"))
 # The parts of MathJax's es5 folder that tex-chtml.js loads (fonts, lazy components).
 MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors")
 
@@ -42,11 +49,12 @@ def _add_plotly(app: Sphinx, pagename: str, templatename: str, context: dict[str
     if "plotly-graph-div" in body:
         # Called during html-page-context, this adds the script to this page only.
         app.add_js_file("vendor/plotly.min.js", priority=200)
-    if SLIDERS_CALL in body:
-        # Once per page, after plotly.js; the figures' inline copies become redundant
-        # (each only defines the program when it is missing), so they are dropped.
-        app.add_js_file("vendor/d2l-sliders.js", priority=201)
-        context["body"] = body.replace(SLIDERS_JS.read_text(encoding="utf-8"), "")
+    for priority, (script, call, served) in enumerate(PAGE_SCRIPTS, start=201):
+        if call in body:
+            # Once per page, after plotly.js; the figures' inline copies become redundant
+            # (each only defines the program when it is missing), so they are dropped.
+            app.add_js_file(f"vendor/{served}", priority=priority)
+            body = context["body"] = body.replace(script.read_text(encoding="utf-8"), "")
 
 
 def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
@@ -71,7 +79,8 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     vendor = Path(app.outdir) / "_static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PLOTLY_JS, vendor / "plotly.min.js")
-    shutil.copy2(SLIDERS_JS, vendor / "d2l-sliders.js")
+    for script, _, served in PAGE_SCRIPTS:
+        shutil.copy2(script, vendor / served)
     # Relative to the book's root; a single-page build (`jupyter-book build page.md`)
     # has the page's folder as its source, so look in the folders above it too.
     src = Path(app.srcdir).resolve()

@@ -32,9 +32,12 @@ def _open_slider_page(browser, url: str, problems: list[str]):
     """Open a page offline, wait for its figures; return it and its slider figures' ids."""
     page = open_offline(browser, url, problems)
     wait_for_plots(page)
+    # The slider figures of d2lcore.sliders; the MLP playground (d2lcore.playground, its
+    # own page script, marked with the class d2l-playground) has its own browser tests.
     fig_ids = page.evaluate(
         """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-             .filter(gd => (gd.layout.sliders || []).length).map(gd => gd.id)"""
+             .filter(gd => (gd.layout.sliders || []).length &&
+                           !gd.classList.contains('d2l-playground')).map(gd => gd.id)"""
     )
     return page, fig_ids
 
@@ -206,3 +209,75 @@ def test_a_built_page_loads_the_slider_script_once(tmp_path: Path, browser):
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+
+PLAYGROUND_MARK = "window.d2lPlayground.attach("  # the MLP playground's inline script
+
+
+def _playground_state(page, fig_id: str) -> dict:
+    return page.evaluate(
+        """(id) => { const gd = document.getElementById(id);
+             const ann = gd.querySelector('.annotation[data-index="' +
+                                          (gd.layout.annotations.length - 1) + '"]');
+             return {actives: gd.layout.sliders.map(s => s.active || 0),
+                     z: JSON.stringify(gd.data[0].z), points: JSON.stringify(gd.data[1].x),
+                     loss: JSON.stringify(gd.data[3].y),
+                     readout: ann ? ann.textContent : ''}; }""",
+        fig_id,
+    )
+
+
+def test_the_playground_follows_every_control(browser, site: str, built_book: Path):
+    """Every control of the MLP playground through every position: the readout names the
+    selected values and the figure's data change; a redraw stays within its budget."""
+    pages = [p for p in toc_pages() if PLAYGROUND_MARK in (built_book / f"{p}.html").read_text()]
+    assert pages, "no built page has the MLP playground"
+    for name in pages:
+        problems: list[str] = []
+        page = open_offline(browser, f"{site}/{name}.html", problems)
+        wait_for_plots(page)
+        fig_ids = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.d2l-playground')).map(gd => gd.id)")
+        assert fig_ids, f"{name}: the playground's page script did not attach"
+        for fig_id in fig_ids:
+            sliders = _sliders(page, fig_id)
+            before = _playground_state(page, fig_id)
+            for i, s in enumerate(sliders):
+                for j, label in enumerate(s["labels"]):
+                    if before["actives"][i] == j:
+                        continue
+                    move_slider(page, fig_id, i, j)
+                    after = _playground_state(page, fig_id)
+                    assert after["actives"][i] == j
+                    shown = f"epoch {label}:" if s["name"] == "epoch" else label
+                    assert shown in after["readout"], (s["name"], label, after["readout"])
+                    changed = [k for k in ("z", "points", "loss") if after[k] != before[k]]
+                    assert changed, f"moving {s['name']} to {label} changed no data"
+                    if s["name"] == "dataset":
+                        assert "points" in changed
+                    before = after
+            redraw, floor = page.evaluate(
+                """async (id) => { const gd = document.getElementById(id);
+                     const n = gd.layout.sliders.length;
+                     const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+                     const redraw = [], floor = [];
+                     for (let j = 0; j < 11; j++) {
+                       let t0 = performance.now();
+                       gd.layout.sliders[n - 1].active = j % 3;
+                       gd.emit('plotly_sliderchange', {interaction: true});
+                       await frame();
+                       redraw.push(performance.now() - t0);
+                       t0 = performance.now();
+                       Plotly.restyle(gd, {z: [gd.data[0].z]}, [0]);
+                       await frame();
+                       floor.push(performance.now() - t0);
+                     }
+                     const median = xs => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+                     return [median(redraw), median(floor)]; }""",
+                fig_id,
+            )
+            # The budget is 100 ms; where plotly's own redraw of the heat map takes longer
+            # (a busy machine), the slider's redraw may not cost much more than that.
+            assert redraw < max(100, 1.5 * floor + 20), (redraw, floor)
+        page.close()
+        assert not problems, "\n".join(problems)

@@ -243,3 +243,18 @@ def test_a_train_fn_that_returns_no_run_says_so(returned):
                                             "not a RunResult")  # fmt: skip
     assert controls.progress.bar_style == "danger"
     assert not controls.button.disabled and not controls.running
+
+
+def test_a_figure_function_draws_the_finished_run_instead_of_its_history():
+    import plotly.graph_objects as go
+
+    seen = []
+
+    def figure(run: RunResult) -> go.Figure:
+        seen.append(run)
+        return go.Figure(go.Scatter(x=[0, 1], y=[run.test_acc, run.test_acc], name="mine"))
+
+    controls = make(FakeTrainer(), figure=figure)
+    result = controls.train()
+    assert seen == [result]
+    assert [t["name"] for t in shown_figure(controls)["data"]] == ["mine"]

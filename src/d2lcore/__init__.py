@@ -16,8 +16,9 @@ below (``tests/test_layout.py`` checks it):
   ``sliders.js``: a grid as a figure with a slider per axis, any trace type),
   ``widgets`` (live controls that re-train a configuration in a kernel).
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
-  descent on it), ``diagnostics``, ``attention``, ``finetune``: what one chapter needs
-  beyond the floors, built on ``fit`` and the grid.
+  descent on it), ``diagnostics``, ``attention``, ``finetune``, ``playground`` (+
+  ``playground.js``): what one chapter needs beyond the floors, built on ``fit`` and
+  the grid.
 """
 
 from d2lcore.device import get_device, set_seed

@@ -32,8 +32,8 @@ STALE_TMP_SECONDS = 3600.0
 
 #: Modules that only draw or show results: editing them retrains nothing. Every other
 #: module of the package is part of :func:`code_fingerprint` (a new module is, by default).
-FIGURE_MODULES = ("plotting.py", "sliders.py", "sliders.js", "widgets.py", "profile.py",
-                  "diagnostics.py", "cache.py", "__init__.py")  # fmt: skip
+FIGURE_MODULES = ("plotting.py", "sliders.py", "sliders.js", "playground.js", "widgets.py",
+                  "profile.py", "diagnostics.py", "cache.py", "__init__.py")  # fmt: skip
 
 
 def default_cache_dir() -> Path:

@@ -71,6 +71,9 @@ class LiveControls:
             any value into; a value outside (or not a number) trains nothing.
         num_epochs: the length of a run, for the progress bar; without it a
             ``num_epochs`` axis gives it, else the bar grows as the run goes.
+        figure: what to draw of a finished run (``figure(result)``, a plotly figure);
+            its history (:func:`~d2lcore.plotting.plot_history`) by default. While a
+            run goes on, ``train_fn`` may draw into :attr:`output` itself.
     """
 
     #: Clicks that arrive this soon after a run ends were queued while it ran (the
@@ -86,8 +89,10 @@ class LiveControls:
         labels: Mapping[str, str] | None = None,
         bounds: Mapping[str, Bounds] | None = None,
         num_epochs: int | None = None,
+        figure: Callable[[RunResult], Any] | None = None,
     ) -> None:
         self.train_fn = train_fn
+        self.figure = figure
         self.axes = {name: list(values) for name, values in axes.items()}
         self.labels = dict(labels or {})
         self.bounds = dict(bounds or {})
@@ -233,7 +238,7 @@ class LiveControls:
             if result.test_acc is not None:
                 parts.append(f"test accuracy {100 * result.test_acc:.2f}%")
             self.status.value = f"{what}: {', '.join(parts)} ({seconds:.1f} s)."
-        fig = plot_history(h, title=what)
+        fig = self.figure(result) if self.figure is not None else plot_history(h, title=what)
         # Replacing the outputs in one assignment is clear_output(wait=True) + display
         # without flicker, and works from any thread and without a frontend.
         bundle = BookRenderer(config=PLOT_CONFIG).to_mimebundle(fig.to_dict())
