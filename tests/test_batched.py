@@ -38,11 +38,14 @@ def images(n: int = 80, size: int = 12, classes: int = 3) -> Splits:
 def assert_equals_alone(
     spec: ModelSpec, configs: list[TrainConfig], data: Splits, *, fast: bool = True
 ) -> list[tuple[object, float | None]]:
-    """Train ``configs`` stacked and each alone; every epoch's numbers must agree."""
+    """Train ``configs`` stacked and each alone; every epoch's numbers must agree, and
+    so must the trained weights and buffers written back into the stacked models."""
     models = [build_model(spec, c, CPU) for c in configs]
     stacked = fit_stacked(models, configs, data, regression=spec.regression, device=CPU, fast=fast)
-    for config, (history, test_acc) in zip(configs, stacked, strict=True):
+    for config, model, (history, test_acc) in zip(configs, models, stacked, strict=True):
         alone: RunResult = train_one(spec, config, data)
+        assert alone.model is not None
+        assert_same_state(model, alone.model, diverged=alone.diverged)
         want = alone.history
         assert (history.diverged, history.diverged_epoch) == (want.diverged, want.diverged_epoch)
         for name in ("train_loss", "val_loss", "val_acc"):
@@ -53,6 +56,24 @@ def assert_equals_alone(
         else:
             assert test_acc == pytest.approx(alone.test_acc, abs=1e-9)
     return stacked
+
+
+def assert_same_state(got: nn.Module, want: nn.Module, *, diverged: bool = False) -> None:
+    """``got`` holds ``want``'s parameters and buffers (1e-4), and is in training mode
+    as ``want`` is; for a diverged run, both hold numbers that are not finite."""
+    assert got.training == want.training
+    a, b = got.state_dict(), want.state_dict()
+    assert list(a) == list(b)
+    changed = False
+    for name in a:
+        if diverged:
+            continue
+        torch.testing.assert_close(a[name], b[name], rtol=RTOL, atol=1e-6, msg=name)
+        changed = True
+    if diverged:
+        assert not all(torch.isfinite(t).all() for t in a.values() if t.is_floating_point())
+        assert not all(torch.isfinite(t).all() for t in b.values() if t.is_floating_point())
+    assert changed or diverged
 
 
 def grid(base: TrainConfig, **axes: list[object]) -> list[TrainConfig]:
@@ -82,6 +103,23 @@ def test_mlp_with_dropout_equals_alone(fast: bool, optimizer: str) -> None:
     stacked = assert_equals_alone(spec, configs, data, fast=fast)
     # The dropout rate reached each model: same config but the rate, different runs.
     assert stacked[0][0].train_loss != stacked[2][0].train_loss  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["matmuls", "torch.func"])
+def test_softmax_weights_are_written_back(fast: bool) -> None:
+    """The linear model: each module given to fit_stacked ends with the weights
+    train_one gives it (checked in assert_equals_alone), on both paths."""
+    spec = ModelSpec("softmax", 144, 3)
+    base = TrainConfig(lr=0.5, num_epochs=2, batch_size=16)
+    configs = grid(base, lr=[0.1, 0.5], init=["zeros", "normal"], seed=[0, 1])
+    models = [build_model(spec, c, CPU) for c in configs]
+    initial = [m.state_dict()["linear.weight"].clone() for m in models]
+    stack = make_stack(models, [], CPU, shared_input=False, fast=fast)
+    assert isinstance(stack, SequentialStack if fast else FuncStack)
+    assert_equals_alone(spec, configs, images(), fast=fast)
+    fit_stacked(models, configs, images(), regression=False, device=CPU, fast=fast)
+    for model, before in zip(models, initial, strict=True):
+        assert not torch.equal(model.state_dict()["linear.weight"], before)
 
 
 def test_shared_seed_mlp_on_torch_func() -> None:

@@ -1,10 +1,14 @@
+import numpy as np
+import plotly.graph_objects as go
 import plotly.io as pio
+import pytest
 import torch
 
 from d2lcore.plotting import (
     BOOK_RENDERER,
     figure_json,
     image_grid,
+    percent_heatmap,
     plot_history,
     plot_lines,
     use_book_renderer,
@@ -51,3 +55,30 @@ def test_image_grid_titles_and_layout():
     assert [a.text for a in fig.layout.annotations] == [f"img {i}" for i in range(10)]
     z = torch.as_tensor(fig.data[0].z)
     assert torch.allclose(z, imgs[0, 0] * 255)  # [0, 1] input shown on a 0..255 scale
+
+
+def test_percent_heatmap_stores_whole_percents_in_one_byte():
+    z = torch.tensor([[0.5, -0.25], [0.0, 0.001]])
+    trace = percent_heatmap(z, unit="weight")
+    assert trace.z.dtype == np.int8
+    np.testing.assert_array_equal(trace.z, [[100, -50], [0, 0]])  # of the largest |z|
+    assert (trace.zmin, trace.zmax, trace.zmid) == (-100, 100, 0)
+    assert "weight %{z}% of 0.5" in trace.hovertemplate
+    # A shared scale compares sizes; values beyond it are clipped.
+    np.testing.assert_array_equal(percent_heatmap(z, scale=0.25).z, [[100, -100], [0, 0]])
+    np.testing.assert_array_equal(percent_heatmap(np.zeros((2, 3))).z, np.zeros((2, 3)))
+    # Every value within half a percent of the scale; about 1.5 bytes a cell in the page.
+    x = np.random.default_rng(0).normal(size=(28, 28))
+    stored = percent_heatmap(x, scale=3.0).z.astype(float) * 3.0 / 100
+    assert np.abs(np.clip(x, -3, 3) - stored).max() <= 0.005 * 3.0 + 1e-12
+
+    def page(*traces: go.Heatmap) -> str:
+        return pio.to_html(go.Figure(traces), include_plotlyjs=False, full_html=False)
+
+    html = page(percent_heatmap(x))
+    # base64 (4/3 bytes a cell, a little more where "/" is escaped), and the settings
+    assert '"dtype":"i1"' in html and len(html) - len(page()) < 28 * 28 * 1.6 + 700
+    with pytest.raises(ValueError, match="2-D"):
+        percent_heatmap(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        percent_heatmap(np.array([[np.nan]]))

@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -398,3 +399,78 @@ def test_batched_module_rejects_mixed_groups() -> None:
             regression=False,
             device=torch.device("cpu"),
         )
+
+
+# ----------------------------------------------------------------------------------
+# What the models learned: the trained modules and extras
+
+
+def first_weights(model: nn.Module, config: TrainConfig) -> dict[str, object]:
+    """The first Linear layer's weights, and whether the model is in evaluation mode."""
+    layer = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    return {"weight": layer.weight.clone(), "norm": float(layer.weight.norm()),
+            "eval": not model.training, "lr": config.lr}  # fmt: skip
+
+
+@pytest.mark.parametrize("batched_", [True, False], ids=["stacked", "one-at-a-time"])
+@pytest.mark.parametrize("kind", ["softmax", "mlp"])
+def test_grid_keeps_the_trained_models_and_their_extras(
+    tmp_path: Path, counted: list[int], batched_: bool, kind: str
+) -> None:
+    spec = ModelSpec(kind, 36, 4, hidden_sizes=(8,) if kind == "mlp" else ())
+    base = TrainConfig(lr=0.3, num_epochs=2, batch_size=32, dropout=0.3 if kind == "mlp" else 0)
+    data = image_data()
+    axes = {"lr": [0.1, 0.5], "seed": [0, 1]}
+    grid = train_grid(spec, axes, base, data, cache=tmp_path, batched=batched_,
+                      extras=first_weights)  # fmt: skip
+    assert grid.meta["batched"] is batched_ and len(counted) == (1 if batched_ else 4)
+    for run in grid.runs:
+        alone = train_one(spec, replace(base, **run.config), data)
+        assert run.model is not None and alone.model is not None
+        for a, b in zip(run.model.state_dict().values(), alone.model.state_dict().values(),
+                        strict=True):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=RTOL, atol=1e-6)
+        with torch.no_grad():
+            want = first_weights(alone.model, replace(base, **run.config))
+        # NumPy arrays, as they come back from the cache; evaluated in evaluation mode.
+        assert isinstance(run.extras["weight"], np.ndarray)
+        np.testing.assert_allclose(run.extras["weight"], want["weight"].numpy(), rtol=RTOL,
+                                   atol=1e-6)  # fmt: skip
+        assert run.extras["eval"] is True and run.extras["lr"] == run.config["lr"]
+        assert run.model.training  # its mode put back after the extras
+    again = train_grid(spec, axes, base, data, cache=tmp_path, batched=batched_,
+                       extras=first_weights)  # fmt: skip
+    assert again.meta["from_cache"] is True and len(counted) == (1 if batched_ else 4)
+    for cached, fresh in zip(again.runs, grid.runs, strict=True):
+        assert cached.model is None
+        assert cached.extras.keys() == fresh.extras.keys()
+        np.testing.assert_array_equal(cached.extras["weight"], fresh.extras["weight"])
+        assert cached.extras["weight"].dtype == np.float32
+        assert cached.extras["norm"] == fresh.extras["norm"]
+
+
+def test_changing_the_extras_function_trains_again(tmp_path: Path, counted: list[int]) -> None:
+    data = image_data()
+
+    def norm(model: nn.Module, config: TrainConfig) -> dict[str, float]:
+        return {"norm": float(next(model.parameters()).norm())}
+
+    plain = train_grid(SPEC, AXES, BASE, data, cache=tmp_path)
+    assert plain.runs[0].extras == {} and counted == [4]
+    with_norm = train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=norm)
+    assert with_norm.meta["from_cache"] is False and counted == [4, 4]
+    assert train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=norm).meta["from_cache"]
+
+    def norm(model: nn.Module, config: TrainConfig) -> dict[str, float]:  # type: ignore[no-redef]  # noqa: F811
+        return {"norm": 2 * float(next(model.parameters()).norm())}
+
+    doubled = train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=norm)
+    assert doubled.meta["from_cache"] is False and counted == [4, 4, 4]
+    for a, b in zip(with_norm.runs, doubled.runs, strict=True):
+        assert b.extras["norm"] == pytest.approx(2 * a.extras["norm"])
+
+
+def test_extras_must_be_a_dict(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="dict of arrays"):
+        train_grid(SPEC, AXES, BASE, image_data(), cache=False,
+                   extras=lambda model, config: [1, 2])  # type: ignore[arg-type,return-value]  # fmt: skip

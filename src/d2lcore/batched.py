@@ -29,6 +29,11 @@ each model keeps its own:
 
 A model whose loss stops being finite is recorded as diverged, as :func:`fit` does, and
 dropped from the stacks: it can neither poison nor slow down the others.
+
+When training ends, each model's trained parameters and buffers (batch-norm statistics)
+are written back into the ``nn.Module`` it was given, as :func:`fit` leaves a model: a
+diverged one as it was at the end of the epoch that diverged (its numbers not finite;
+its history says so).
 """
 
 from __future__ import annotations
@@ -203,6 +208,7 @@ class FuncStack:
         calls: Sequence[tuple[str, torch.Size]],
         device: torch.device,
     ) -> None:
+        self.device = device
         self.base = models[0].to(device)  # its forward runs; its tensors are swapped out
         params, buffers = stack_module_state(list(models))
         self.names = list(params)
@@ -219,6 +225,18 @@ class FuncStack:
         """Keep only the models ``rows`` (indices along the model axis)."""
         self.params = [p.detach()[rows].requires_grad_() for p in self.params]
         self.buffers = {n: b[rows] for n, b in self.buffers.items()}
+
+    @torch.no_grad()
+    def write_back(self, rows: Sequence[int], models: Sequence[nn.Module]) -> None:
+        """Copy the parameters and buffers of the models at ``rows`` into ``models``
+        (one module per row, moved to the stack's device)."""
+        for row, model in zip(rows, models, strict=True):
+            model.to(self.device)
+            params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+            for name, p in zip(self.names, self.params, strict=True):
+                params[name].copy_(p[row])
+            for name, b in self.buffers.items():
+                buffers[name].copy_(b[row])
 
     def forward(
         self, X: torch.Tensor, uniforms: Sequence[torch.Tensor] | None, *, shared: bool
@@ -264,6 +282,7 @@ class SequentialStack:
                  *, shared_input: bool) -> None:  # fmt: skip
         # A module to apply, the index of a Linear's weight, "flatten", or the index of
         # a Dropout's (K,) rates.
+        self.device = device
         self.ops: list[nn.Module | int | str | tuple[int]] = []
         self.params: list[torch.Tensor] = []
         self.model_dims: list[int] = []  # the axis of each parameter that indexes models
@@ -330,6 +349,21 @@ class SequentialStack:
             for p, dim in zip(self.params, self.model_dims, strict=True)
         ]
         self.rates = [r[rows] for r in self.rates]
+
+    @torch.no_grad()
+    def write_back(self, rows: Sequence[int], models: Sequence[nn.Module]) -> None:
+        """Copy the weights and biases of the models at ``rows`` into the Linear layers
+        of ``models`` (one module per row, moved to the stack's device)."""
+        weights = [op for op in self.ops if isinstance(op, int)]
+        for row, model in zip(rows, models, strict=True):
+            model.to(self.device)
+            seq = as_sequential(model)
+            assert seq is not None  # from_models took only such models
+            linears = [m for m in seq if isinstance(m, nn.Linear)]
+            for layer, i in zip(linears, weights, strict=True):
+                W = self.params[i].select(self.model_dims[i], row)  # (in, out)
+                layer.weight.copy_(W.T)
+                layer.bias.copy_(self.params[i + 1][row])
 
     def forward(
         self, X: torch.Tensor, uniforms: Sequence[torch.Tensor] | None, *, shared: bool
@@ -490,7 +524,9 @@ def fit_stacked(
 ) -> list[tuple[History, float | None]]:
     """Train K initialized models of one architecture together; return each one's
     history and test accuracy (``None`` for regression, a diverged model, or no test
-    split).
+    split). Each of ``models`` ends on ``device`` holding its trained parameters and
+    buffers, in training mode, as :func:`~d2lcore.train.fit` leaves a model; a diverged
+    one holds the (not finite) numbers of the epoch where it diverged.
 
     ``configs[k]`` holds model k's ``lr``, ``weight_decay``, ``seed`` (its shuffling and
     dropout streams) and ``optimizer``; ``batch_size``, ``num_epochs`` and ``optimizer``
@@ -558,7 +594,10 @@ def fit_stacked(
             [histories[k] for k in alive], epoch, train_loss, val_loss, val_acc, seconds
         )
         if len(kept) < len(alive):  # drop the diverged models from the stacks
+            dropped = [r for r in range(len(alive)) if r not in kept]
+            stack.write_back(dropped, [models[alive[r]] for r in dropped])
             if not kept:
+                finish(models)
                 return [(h, None) for h in histories]
             index = torch.tensor(kept, dtype=torch.long, device=device)
             stack.keep_rows(index)
@@ -575,7 +614,16 @@ def fit_stacked(
         )
         for row, k in enumerate(alive):
             test_acc[k] = acc[row] if acc is not None else None
+    stack.write_back(range(len(alive)), [models[k] for k in alive])
+    finish(models)
     return list(zip(histories, test_acc, strict=True))
+
+
+def finish(models: Sequence[nn.Module]) -> None:
+    """Leave every model in training mode, as :func:`~d2lcore.train.fit` does (the
+    stack's evaluations switched the one whose ``forward`` ran)."""
+    for model in models:
+        model.train(True)
 
 
 def record_epoch(

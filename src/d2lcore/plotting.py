@@ -159,6 +159,40 @@ def image_grid(
     return fig
 
 
+def percent_heatmap(
+    z: Any, *, scale: float | None = None, unit: str = "", **trace: Any
+) -> go.Heatmap:
+    """A heat map of the 2-D array ``z`` (learned weights, filters, activations) that
+    costs one byte per cell in a page: each value is stored as a whole percent of
+    ``scale`` (default: the largest ``|z|``), an ``int8`` that plotly sends as a typed
+    array. Red is negative, blue positive, white zero; the colour range is fixed at
+    -100..100 % of ``scale``, so heat maps given one ``scale`` compare directly.
+
+    Args:
+        scale: what 100 % stands for (values beyond it are clipped); share it between
+            configurations to compare their sizes, leave it out to show each one's
+            pattern at full contrast.
+        unit: the values' unit, for the hover text ("weight").
+        trace: more ``go.Heatmap`` settings (``showscale``, ``colorbar``, ``name``, ...).
+    """
+    values = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"a heat map needs a 2-D array, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("the values are not all finite numbers")
+    top = float(np.abs(values).max()) if scale is None else float(scale)
+    if not top > 0:
+        top = 1.0  # all zeros: any scale draws them white
+    percent = np.clip(np.rint(100 * values / top), -100, 100).astype(np.int8)
+    what = f"{unit} " if unit else ""
+    settings = {
+        "colorscale": "RdBu", "zmin": -100, "zmax": 100, "zmid": 0,
+        "hovertemplate": f"row %{{y}}, column %{{x}}: {what}%{{z}}% of {top:.3g}<extra></extra>",
+        **trace,
+    }  # fmt: skip
+    return go.Heatmap(z=percent, **settings)
+
+
 def figure_json(fig: go.Figure) -> dict[str, Any]:
     """The figure as plain JSON data (what the browser receives)."""
     return json.loads(fig.to_json())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from typing import Any, cast
 
@@ -24,13 +24,26 @@ from d2lcore.cache import tensor_digest
 from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
 from d2lcore.data import Splits
 from d2lcore.device import get_device, make_generator
-from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
+from d2lcore.grid import (
+    AxisValue,
+    Config,
+    Grid,
+    GridResults,
+    describe_fn,
+    grid_configs,
+    run_grid,
+)
 from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
 from d2lcore.train import EpochHook, RunResult, fit, seeded
 
-__all__ = ["KINDS", "AxisValue", "GridResults", "ModelKind", "ModelSpec", "RunResult",
-           "Splits", "TrainConfig", "build_model", "grid_configs", "train_grid", "train_one"]
+__all__ = ["KINDS", "AxisValue", "ExtrasFn", "GridResults", "ModelKind", "ModelSpec",
+           "RunResult", "Splits", "TrainConfig", "build_model", "grid_configs", "train_grid",
+           "train_one"]
+
+#: ``extras(model, config) -> {name: array-like}``: what a figure needs from a trained
+#: model (its weights, its filters, a feature map), kept with the grid.
+ExtrasFn = Callable[[nn.Module, TrainConfig], Mapping[str, Any]]
 
 # ----------------------------------------------------------------------------------
 # What a run is made of: TrainConfig and ModelSpec live in d2lcore.config
@@ -79,6 +92,21 @@ def train_one(
 # Grids, batched and cached
 
 
+def model_extras(fn: ExtrasFn, model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    """``fn(model, config)`` in evaluation mode without gradients (the model's mode is
+    put back), as a dict of its arrays by name."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = fn(model, config)
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Mapping):
+        raise TypeError(f"extras must return a dict of arrays by name, not {type(out).__name__}")
+    return {str(name): value for name, value in out.items()}
+
+
 def data_fingerprint(data: Splits) -> str:
     """A hash of every tensor's dtype, shape and bytes (~0.2 s for Fashion-MNIST)."""
     splits = [t for split in (data.train, data.val, data.test) for t in (split or (None, None))]
@@ -94,6 +122,7 @@ def train_grid(
     device: torch.device | str | None = None,
     batched: bool | None = None,
     cache: bool | str | os.PathLike[str] = True,
+    extras: ExtrasFn | None = None,
 ) -> GridResults:
     """Train every combination of ``axes`` (names of :class:`TrainConfig` fields; the
     other fields come from ``base``) and return the :class:`GridResults`: that is
@@ -119,7 +148,13 @@ def train_grid(
             path keeps them there, ``False`` always trains. The key covers the spec,
             axes, base config, data, the training code, the device type and torch's
             version; a corrupt entry is trained again and overwritten.
+        extras: ``extras(model, config) -> {name: array-like}``, evaluated on every
+            trained model (stacked or not, a diverged one too: its numbers may not be
+            finite) in evaluation mode without gradients; the result becomes the run's
+            ``extras`` and is cached with the grid (arrays come back as NumPy arrays).
+            Its source is part of the key, so changing it trains again.
 
+    Every run's ``model`` is the trained module (``None`` when read from the cache).
     ``meta`` records ``key``, ``from_cache``, ``seconds`` (this call),
     ``train_seconds``, ``device``, ``batched`` (whether configurations were batched)
     and, where they were not, ``unstacked_reason``.
@@ -138,8 +173,14 @@ def train_grid(
         reason = None
     batched = reason is None
 
+    def with_extras(run: RunResult, config: TrainConfig) -> RunResult:
+        if extras is not None and run.model is not None:
+            run.extras = model_extras(extras, run.model, config)
+        return run
+
     def one(combo: Config) -> RunResult:
-        return train_one(spec, configs[grid.index(combo)], data, device=device)
+        config = configs[grid.index(combo)]
+        return with_extras(train_one(spec, config, data, device=device), config)
 
     def together(combos: list[Config]) -> list[RunResult]:
         todo = [configs[grid.index(c)] for c in combos]
@@ -154,16 +195,19 @@ def train_grid(
             group = [todo[i] for i in members]
             if len(members) == 1 or why_not_stacked([models[i] for i in members], example):
                 for i in members:
-                    results[i] = train_one(spec, todo[i], data, device=device)
+                    results[i] = with_extras(train_one(spec, todo[i], data, device=device),
+                                             todo[i])  # fmt: skip
                 continue
             trained = fit_stacked([models[i] for i in members], group, data,
                                   regression=spec.regression, device=device)  # fmt: skip
             for i, (history, test_acc) in zip(members, trained, strict=True):
-                results[i] = RunResult(config=asdict(todo[i]), history=history,
-                                       test_acc=test_acc)  # fmt: skip
+                run = RunResult(config=asdict(todo[i]), history=history, test_acc=test_acc,
+                                model=models[i])  # fmt: skip
+                results[i] = with_extras(run, todo[i])
         return [r for r in results if r is not None]
 
-    depends_on = {"spec": asdict(spec), "base": asdict(base), "data": data_fingerprint(data)}
+    depends_on = {"spec": asdict(spec), "base": asdict(base), "data": data_fingerprint(data),
+                  "extras": None if extras is None else describe_fn(extras)}  # fmt: skip
     out = run_grid(grid.axes, one, depends_on=depends_on, batch=together if batched else None,
                    cache=cache, device=device, name="train_grid")  # fmt: skip
     out.meta["batched"] = batched
