@@ -57,6 +57,7 @@ def tiny_book(folder: Path, title: str, code: str) -> Path:
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copy(ROOT / "requirements.txt", book / "requirements.txt")
+    shutil.copy(ROOT / "references.bib", book / "references.bib")  # _config.yml names it
     shutil.copytree(ROOT / "_ext", book / "_ext")
     (book / ".vendor").symlink_to(ROOT / ".vendor")
     (book / "_toc.yml").write_text("format: jb-book\nroot: index\n")
@@ -74,6 +75,18 @@ def test_a_cell_that_raises_fails_the_build(tmp_path: Path):
     result = build_book(book, output=tmp_path)
     assert result.returncode != 0
     assert "this cell is broken on purpose" in result.stdout + result.stderr
+
+
+def test_a_citation_missing_from_the_bibliography_fails_the_build(tmp_path: Path):
+    book = tiny_book(tmp_path, "A page that cites", "print('cited')")
+    page = book / "index.md"
+    page.write_text(page.read_text() + "\nAs {cite:t}`lecun1998gradient` and "
+                    "{cite:p}`nobody1999missing` showed.\n\n```{bibliography}\n```\n")
+    result = build_book(book, output=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]
+    assert 'could not find bibtex key "nobody1999missing"' in log, log[-3000:]
+    assert 'bibtex key "lecun1998gradient"' not in log  # the key that exists resolves
 
 
 def test_execution_cache_reruns_a_page_only_when_something_changed(tmp_path: Path,

@@ -47,6 +47,7 @@ def make_book(folder: Path, execute_notebooks: str | None = None) -> Path:
         config["execute"]["execute_notebooks"] = execute_notebooks
     (book / "_config.yml").write_text(yaml.safe_dump(config))
     shutil.copytree(ROOT / "_ext", book / "_ext")
+    shutil.copy(ROOT / "references.bib", book / "references.bib")  # _config.yml names it
     (book / ".vendor").symlink_to(ROOT / ".vendor")
     (book / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nchapters:\n  - file: pages/small\n"
