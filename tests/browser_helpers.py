@@ -195,3 +195,29 @@ def axis_ranges(page: Any, fig_id: str) -> dict[str, list[float]]:
         }""",
         fig_id,
     )
+
+
+def redraw_times(page: Any, fig_id: str, slider: int, repeats: int) -> tuple[float, float]:
+    """Median milliseconds of a redraw after moving ``slider`` of the figure (timed in the
+    page with ``performance.now()`` around the change, up to the next frame), and of
+    plotly's own redraw of the same first heat map: the floor on this machine."""
+    redraw, floor = page.evaluate(
+        """async ([id, slider, repeats]) => { const gd = document.getElementById(id);
+             const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+             const redraw = [], floor = [];
+             for (let j = 0; j < repeats; j++) {
+               let t0 = performance.now();
+               gd.layout.sliders[slider].active = j % 3;
+               gd.emit('plotly_sliderchange', {interaction: true});
+               await frame();
+               redraw.push(performance.now() - t0);
+               t0 = performance.now();
+               Plotly.restyle(gd, {z: [gd.data[0].z]}, [0]);
+               await frame();
+               floor.push(performance.now() - t0);
+             }
+             const median = xs => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+             return [median(redraw), median(floor)]; }""",
+        [fig_id, slider, repeats],
+    )
+    return float(redraw), float(floor)

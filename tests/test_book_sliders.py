@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from .browser_helpers import figure_state, move_slider, open_offline, readout, wait_for_plots
+from .browser_helpers import (
+    figure_state,
+    move_slider,
+    open_offline,
+    readout,
+    redraw_times,
+    wait_for_plots,
+)
 from .conftest import toc_pages
 
 pytestmark = pytest.mark.browser
@@ -256,26 +263,9 @@ def test_the_playground_follows_every_control(browser, site: str, built_book: Pa
                     if s["name"] == "dataset":
                         assert "points" in changed
                     before = after
-            redraw, floor = page.evaluate(
-                """async (id) => { const gd = document.getElementById(id);
-                     const n = gd.layout.sliders.length;
-                     const frame = () => new Promise(r => requestAnimationFrame(() => r()));
-                     const redraw = [], floor = [];
-                     for (let j = 0; j < 11; j++) {
-                       let t0 = performance.now();
-                       gd.layout.sliders[n - 1].active = j % 3;
-                       gd.emit('plotly_sliderchange', {interaction: true});
-                       await frame();
-                       redraw.push(performance.now() - t0);
-                       t0 = performance.now();
-                       Plotly.restyle(gd, {z: [gd.data[0].z]}, [0]);
-                       await frame();
-                       floor.push(performance.now() - t0);
-                     }
-                     const median = xs => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
-                     return [median(redraw), median(floor)]; }""",
-                fig_id,
-            )
+            n_sliders = page.evaluate("(id) => document.getElementById(id).layout.sliders.length",
+                                      fig_id)  # fmt: skip
+            redraw, floor = redraw_times(page, fig_id, n_sliders - 1, 11)
             # The budget is 100 ms; where plotly's own redraw of the heat map takes longer
             # (a busy machine), the slider's redraw may not cost much more than that.
             assert redraw < max(100, 1.5 * floor + 20), (redraw, floor)

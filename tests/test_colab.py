@@ -11,8 +11,6 @@ notebook, from the book just built, then runs top to bottom.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import importlib.util
 import json
 import os
@@ -20,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import ROOT, git, toc_pages
+from .conftest import ROOT, git, serving, toc_pages
 
 CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
 REHEARSED = "chapters/softmax_regression"
@@ -184,19 +181,10 @@ def fashion_mnist_mirror() -> Iterator[tuple[str, list[str]]]:
     served = Path(tempfile.mkdtemp(prefix="d2l-mirror-"))
     for name in FASHION_MNIST_FILES:
         shutil.copy(found / f"{name}.gz", served)
-    asked: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            asked.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", asked
+        with serving(served) as (url, asked):
+            yield f"{url}/", asked
     finally:
-        server.shutdown()
         shutil.rmtree(served, ignore_errors=True)
 
 

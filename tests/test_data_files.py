@@ -15,7 +15,7 @@ import pytest
 from d2lcore import data
 from d2lcore.data import DataFileError, DataNotFoundError, find_fashion_mnist, read_idx
 
-from .conftest import idx_bytes
+from .conftest import idx_bytes, serving
 
 NAME = "train-images-idx3-ubyte"
 
@@ -139,10 +139,6 @@ def test_train_size_is_checked(tiny_fashion_mnist, monkeypatch, train_size) -> N
 def mirror(tiny_fashion_mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Serve a copy of the tiny files over HTTP; the checksums are the tiny files'.
     Yields ``(url, served folder, list of requested paths)``."""
-    import functools
-    import http.server
-    import threading
-
     folder, md5, arrays = tiny_fashion_mnist
     served = tmp_path / "served"
     shutil.copytree(folder, served)
@@ -150,19 +146,8 @@ def mirror(tiny_fashion_mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(data, "FASHION_MNIST_FILES", {n: (md5[n], sizes[n]) for n in md5})
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(data, "USER_CACHE_DIR", tmp_path / "no-cache")
-    requested: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            requested.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served, requested
-    finally:
-        server.shutdown()
+    with serving(served) as (url, requested):
+        yield url, served, requested
 
 
 def test_ensure_downloads_into_the_named_folder_and_verifies(mirror, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from d2lcore.playground import (
     train_stacked,
 )
 
-from .browser_helpers import move_slider
+from .browser_helpers import move_slider, redraw_times
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"width": 4, "depth": 2, "activation": "relu", "lr": 0.03, "dropout": 0.0,
@@ -324,25 +324,7 @@ def test_every_control_moves_the_boundary_to_what_torch_predicts(tmp_path, brows
         assert _shown(page, fig.fig_id)["actives"][1:6] == [0, 1, 0, 0, 1]
         # A redraw, timed in the page around the change as the reader's click makes it,
         # against plotly's own redraw of the same heat map (the floor on this machine).
-        times = page.evaluate(
-            """async (id) => { const gd = document.getElementById(id);
-                 const frame = () => new Promise(r => requestAnimationFrame(() => r()));
-                 const redraw = [], floor = [];
-                 for (let j = 0; j < 9; j++) {
-                   let t0 = performance.now();
-                   gd.layout.sliders[7].active = j % 3;
-                   gd.emit('plotly_sliderchange', {interaction: true});
-                   await frame();
-                   redraw.push(performance.now() - t0);
-                   t0 = performance.now();
-                   Plotly.restyle(gd, {z: [gd.data[0].z]}, [0]);
-                   await frame();
-                   floor.push(performance.now() - t0);
-                 }
-                 const median = xs => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
-                 return [median(redraw), median(floor)]; }""",
-            fig.fig_id,
-        )
+        times = redraw_times(page, fig.fig_id, 7, 9)
     assert not errors, errors
     # Every data set, every epoch and every configuration one slider reaches was shown.
     assert {s[0] for s in seen} == set(names) and {s[2] for s in seen} == {0, 1, 2}
