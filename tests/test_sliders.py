@@ -836,3 +836,24 @@ def test_a_contours_range_is_its_extent():
 def test_sliders_js_is_valid_javascript():
     done = subprocess.run(["node", "--check", str(SLIDERS_JS)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_rows_of_small_panels_get_a_lower_plot_and_narrower_gaps():
+    """Ten 28 x 28 images in 2 x 5 panels: with the default gaps (0.12 of the width each)
+    the gaps would take half the width, and 300 px a row would leave most of it empty."""
+    axes = {"lr": [0.1, 1.0]}
+    traces = [[go.Heatmap(z=[[k + j] * 28] * 28) for j in range(10)] for k in range(2)]
+    panels = [(j // 5 + 1, j % 5 + 1) for j in range(10)]
+    common = {"title": "t", "xaxis_title": "x", "yaxis_title": "y", "panels": (2, 5),
+              "trace_panels": panels}
+    tall = trace_slider_figure(axes, traces, **common).figure
+    low = trace_slider_figure(axes, traces, plot_height=280, **common).figure
+    assert tall.layout.height - low.layout.height == 600 - 280
+    widths = [d[1] - d[0] for d in (low.layout[f"xaxis{c}"].domain for c in ["", 2, 3, 4, 5])]
+    assert min(widths) > 0.15, widths  # each panel gets more than 3/4 of a fifth
+    two = trace_slider_figure(axes, [[go.Scatter(y=[1])] * 2] * 2, title="t", xaxis_title="x",
+                              yaxis_title="y", panels=(1, 2),
+                              trace_panels=[(1, 1), (1, 2)]).figure  # fmt: skip
+    assert two.layout.xaxis2.domain[0] - two.layout.xaxis.domain[1] == pytest.approx(0.12)
+    with pytest.raises(ValueError, match="plot_height=50"):
+        trace_slider_figure(axes, traces, plot_height=50, **common)

@@ -338,18 +338,17 @@ def _finish_figure(
     readout_annotation: int,
     diverged_annotations: list[int],
     fixed_ranges: bool,
-    rows: int = 1,
+    plot_h: int = _PLOT_H,
 ) -> SliderFigure:
     """Lay out a figure whose traces and annotations are in place (title, sliders stacked
     below the plot, legend, margins), check or derive its id and build the page
     script's spec: the part :func:`slider_figure` and :func:`trace_slider_figure` share.
 
     ``readouts`` and ``diverged`` hold a text per configuration; the annotation indices
-    say which of ``fig``'s annotations the page script rewrites; ``rows`` of panels
-    share the plot area's height.
+    say which of ``fig``'s annotations the page script rewrites; ``plot_h`` is the plot
+    area's height in pixels (all rows of panels).
     """
     names = list(axes)
-    plot_h = _PLOT_H * rows
     bottom = _BELOW_PLOT + len(names) * _SLIDER_H
     fig.update_layout(
         title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
@@ -414,6 +413,7 @@ def trace_slider_figure(
     trace_panels: Sequence[Panel] | None = None,
     panel_titles: Sequence[str] | None = None,
     fixed_ranges: bool = False,
+    plot_height: int | None = None,
 ) -> SliderFigure:
     """One figure with a slider per axis that switches between precomputed trace sets:
     :func:`slider_figure` for results that are not training histories (a decision
@@ -445,6 +445,8 @@ def trace_slider_figure(
         fixed_ranges: fix each panel's x and y ranges, and each heat map's colour range
             (``zmin``/``zmax``, shared by trace ``t`` of every set), to cover every
             configuration, so moving a slider does not rescale the plot.
+        plot_height: the plot area's height in pixels, all rows of panels together
+            (default 300 a row); lower it for rows of small square panels (images).
     """
     grid_axes = {name: list(values) for name, values in axes.items()}
     configs = grid_configs(grid_axes)
@@ -461,13 +463,17 @@ def trace_slider_figure(
     for row, col in trace_panels or []:
         if not (1 <= row <= rows and 1 <= col <= cols):
             raise ValueError(f"panel ({row}, {col}) is outside the {rows} x {cols} panels")
+    if plot_height is not None and plot_height < 100:
+        raise ValueError(f"plot_height={plot_height}: the plot needs at least 100 pixels")
     texts = {name: _value_texts(name, values) for name, values in grid_axes.items()}
     active = _active_steps(grid_axes, default)
     shown = _config_index(grid_axes, active)
 
     several = rows * cols > 1
+    # Many columns of panels (images) get narrower gaps, or the gaps take the width.
     fig = (make_subplots(rows=rows, cols=cols, subplot_titles=panel_titles,
-                         horizontal_spacing=0.12, vertical_spacing=0.18)
+                         horizontal_spacing=min(0.12, 0.24 / max(cols - 1, 1)),
+                         vertical_spacing=0.18)
            if several else go.Figure())  # fmt: skip
     for k, trace_set in enumerate(traces):
         for t, trace in enumerate(trace_set):
@@ -499,7 +505,7 @@ def trace_slider_figure(
         fig, title=title, axes=grid_axes, texts=texts, active=active,
         axis_labels=axis_labels, fig_id=fig_id, per_config=per_config, readouts=lines,
         diverged=[""] * len(configs), readout_annotation=first, diverged_annotations=[],
-        fixed_ranges=fixed_ranges, rows=rows,
+        fixed_ranges=fixed_ranges, plot_h=plot_height or _PLOT_H * rows,
     )  # fmt: skip
 
 
