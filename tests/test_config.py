@@ -28,6 +28,11 @@ BAD = [
     ({"seed": -1}, "seed must be a whole number >= 0"),
     ({"optimizer": "adamw"}, "unknown optimizer"),
     ({"init": "glorot"}, "unknown init scheme"),
+    ({"momentum": 1.0}, r"momentum must be a number in \[0, 1\)"),
+    ({"momentum": 0.9, "optimizer": "adam"}, "momentum is SGD's"),
+    ({"schedule": "step"}, "unknown schedule"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be a whole number >= 0"),
+    ({"warmup_epochs": 1}, "leaves no epoch after the warm-up"),
 ]
 
 

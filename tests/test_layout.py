@@ -16,7 +16,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("device", "profile", "data", "models", "conv", "init", "metrics", "train"),
     "runs": ("cache", "grid", "config", "batched", "sweep"),
     "figures": ("plotting", "sliders", "widgets"),
-    "topics": ("polynomial", "surface", "diagnostics", "attention", "finetune", "playground"),
+    "topics": ("polynomial", "surface", "optim", "diagnostics", "attention", "finetune",
+               "playground"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}
 

@@ -198,6 +198,51 @@ def test_train_one_returns_the_model_and_leaves_the_global_random_state_alone() 
     assert train_one(spec, config, image_data()).history.train_loss == first.history.train_loss
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_momentum_and_schedules_grid_equals_train_one(optimizer: str) -> None:
+    """Per-model momentum and schedules, stacked, equal torch.optim with LambdaLR."""
+    spec = ModelSpec("mlp", 36, 4, hidden_sizes=(16,))
+    base = TrainConfig(lr=0.1 if optimizer == "sgd" else 0.01, num_epochs=3, batch_size=64,
+                       optimizer=optimizer)  # fmt: skip
+    data = image_data()  # 200 examples: 4 steps an epoch, the last one short
+    axes: dict[str, list[sweep.AxisValue]] = {"schedule": ["constant", "cosine"],
+                                              "warmup_epochs": [0, 1]}  # fmt: skip
+    if optimizer == "sgd":
+        axes["momentum"] = [0.0, 0.9]
+    grid = train_grid(spec, axes, base, data, cache=False)
+    assert_matches_train_one(grid, spec, base, data)
+    finals = {r.history.train_loss[-1] for r in grid.runs}
+    assert len(finals) == len(grid), "momentum and the schedules should change the runs"
+
+
+def test_train_one_follows_the_schedule_of_lambda_lr() -> None:
+    """The learning rate of every step, seen by the optimizer, is lr times lr_factors."""
+    spec = ModelSpec("softmax", 36, 4)
+    config = TrainConfig(lr=0.2, num_epochs=3, batch_size=50, schedule="cosine",
+                         warmup_epochs=1, momentum=0.5)  # fmt: skip
+    seen: list[float] = []
+    original = torch.optim.SGD.step
+
+    def spy(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        seen.append(self.param_groups[0]["lr"])
+        assert self.param_groups[0]["momentum"] == 0.5
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", spy)
+        train_one(spec, config, image_data())
+    factors = config.lr_factors(4)
+    assert seen == pytest.approx([0.2 * f for f in factors])
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4] == 1.0 and 0 < factors[-1] < 0.1
+
+
+def test_new_fields_at_their_defaults_keep_the_cache_payload() -> None:
+    """Grids that do not use momentum or schedules keep their key's payload."""
+    base = TrainConfig(lr=0.1, num_epochs=2)
+    assert set(asdict(base)) - set(base.key()) == {"momentum", "schedule", "warmup_epochs"}
+    assert "schedule" in TrainConfig(lr=0.1, num_epochs=2, schedule="cosine").key()
+
+
 def test_train_one_is_the_plain_fit() -> None:
     """train_one is fit with a seeded init and loader: check it against a hand loop."""
     spec = ModelSpec("softmax", 36, 4)

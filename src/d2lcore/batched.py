@@ -24,8 +24,8 @@ each model keeps its own:
 - dropout masks: one stream per seed, drawn outside ``vmap`` like
   :class:`~d2lcore.models.Dropout` draws them (same shapes, same layer order) and handed
   to each model, which compares them with its own rate (a buffer of the module);
-- optimizer: SGD and Adam written out as ``torch.optim`` does them, with per-model
-  hyperparameters as ``(K,)`` tensors.
+- optimizer: SGD (with momentum) and Adam written out as ``torch.optim`` does them,
+  with per-model hyperparameters as ``(K,)`` tensors and per-model schedules.
 
 A model whose loss stops being finite is recorded as diverged, as :func:`fit` does, and
 dropped from the stacks: it can neither poison nor slow down the others.
@@ -438,8 +438,10 @@ def evaluate(
 
 
 class StackedOptimizer:
-    """SGD or Adam over stacked parameters, each model with its own ``lr`` and
-    ``weight_decay`` (``(K,)`` tensors), computed as ``torch.optim`` does it.
+    """SGD or Adam over stacked parameters, each model with its own ``lr``,
+    ``weight_decay`` and (SGD's) ``momentum`` (``(K,)`` tensors), computed as
+    ``torch.optim`` does it. ``lr_factors`` ``(K, T)``, where given, scales each model's
+    ``lr`` at step ``t`` (a schedule, as ``LambdaLR`` stepped after every step).
     ``model_dims[i]`` is the axis of ``params[i]`` that indexes the models."""
 
     def __init__(
@@ -449,6 +451,9 @@ class StackedOptimizer:
         model_dims: Sequence[int],
         lr: torch.Tensor,
         weight_decay: torch.Tensor,
+        *,
+        momentum: torch.Tensor | None = None,
+        lr_factors: torch.Tensor | None = None,
     ) -> None:
         if kind not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {kind!r}; choose 'sgd' or 'adam'")
@@ -458,6 +463,13 @@ class StackedOptimizer:
         self.state: list[tuple[torch.Tensor, torch.Tensor]] = []
         if kind == "adam":
             self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        # SGD's momentum (K,) and its buffers; a zero buffer gives torch's first step
+        # (buffer = gradient) too.
+        self.momentum = momentum if momentum is not None and bool((momentum != 0).any()) else None
+        if self.momentum is not None and kind != "sgd":
+            raise ValueError("momentum is SGD's; Adam takes none")
+        self.buffers = [torch.zeros_like(p) for p in params] if self.momentum is not None else []
+        self.lr_factors = lr_factors  # (K, total steps): each model's schedule, or None
         self.steps = 0
 
     def broadcast(self, values: torch.Tensor, p: torch.Tensor, i: int) -> torch.Tensor:
@@ -474,18 +486,32 @@ class StackedOptimizer:
                 for (m, v), d in zip(self.state, self.model_dims, strict=True)
             ]
         self.lr, self.weight_decay = self.lr[rows], self.weight_decay[rows]
+        if self.momentum is not None:
+            self.momentum = self.momentum[rows]
+            self.buffers = [
+                b.index_select(d, rows) for b, d in zip(self.buffers, self.model_dims, strict=True)
+            ]
+        if self.lr_factors is not None:
+            self.lr_factors = self.lr_factors[rows]
 
     @torch.no_grad()
     def step(self, params: Sequence[torch.Tensor]) -> None:
         """Update ``params`` in place from their ``.grad``."""
         self.steps += 1
         beta1, beta2 = ADAM_BETAS
+        rate = self.lr
+        if self.lr_factors is not None:  # the schedule's factor of this step, per model
+            rate = self.lr * self.lr_factors[:, min(self.steps, self.lr_factors.shape[1]) - 1]
         for i, p in enumerate(params):
-            lr, g = self.broadcast(self.lr, p, i), p.grad
+            lr, g = self.broadcast(rate, p, i), p.grad
             assert g is not None
             if self.decay:
                 g = torch.addcmul(g, p, self.broadcast(self.weight_decay, p, i))  # g + wd p
             if self.kind == "sgd":
+                if self.momentum is not None:  # buffer = momentum buffer + g
+                    buf = self.buffers[i]
+                    buf.mul_(self.broadcast(self.momentum, p, i)).add_(g)
+                    g = buf
                 p.addcmul_(g, lr, value=-1.0)  # p - lr g, in place
                 continue
             m, v = self.state[i]
@@ -528,9 +554,10 @@ def fit_stacked(
     buffers, in training mode, as :func:`~d2lcore.train.fit` leaves a model; a diverged
     one holds the (not finite) numbers of the epoch where it diverged.
 
-    ``configs[k]`` holds model k's ``lr``, ``weight_decay``, ``seed`` (its shuffling and
-    dropout streams) and ``optimizer``; ``batch_size``, ``num_epochs`` and ``optimizer``
-    must be the same for all. The dropout rates are read from the models. Each history's
+    ``configs[k]`` holds model k's ``lr``, ``weight_decay``, ``momentum``, learning-rate
+    schedule, ``seed`` (its shuffling and dropout streams) and ``optimizer``;
+    ``batch_size``, ``num_epochs`` and ``optimizer`` must be the same for all. The
+    dropout rates are read from the models. Each history's
     ``seconds`` is the model's share of the epoch's time. ``fast=False`` always stacks
     with ``torch.func`` (:class:`FuncStack`). Raises ``ValueError`` when the models
     cannot stack (:func:`why_not_stacked`).
@@ -551,17 +578,22 @@ def fit_stacked(
     def per_model(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=device)
 
+    n, bs = len(y_train), first.batch_size
+    steps_per_epoch = math.ceil(n / bs)
     opt = StackedOptimizer(
         first.optimizer,
         stack.params,
         stack.model_dims,
         per_model([c.lr for c in configs]),
         per_model([c.weight_decay for c in configs]),
-    )
+        momentum=per_model([c.momentum for c in configs]),
+        lr_factors=(torch.tensor([c.lr_factors(steps_per_epoch) for c in configs],
+                                 dtype=torch.float32, device=device)
+                    if any(c.scheduled for c in configs) else None),
+    )  # fmt: skip
     seed_of = torch.tensor([seeds.index(c.seed) for c in configs], device=device)
     shufflers = [make_generator(s) for s in seeds]  # on the CPU, like TensorLoader
     val = None if data.val is None else (data.val[0].to(device), data.val[1].to(device))
-    n, bs = len(y_train), first.batch_size
     alive = list(range(len(configs)))  # the config behind each row of the stacks
     histories = [History() for _ in configs]
     for epoch in range(1, first.num_epochs + 1):

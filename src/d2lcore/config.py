@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -23,6 +23,11 @@ from d2lcore.models import MLP, LinearRegression, SoftmaxRegression, check_activ
 __all__ = ["KINDS", "ModelKind", "ModelSpec", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adam")
+#: Learning-rate schedules of :class:`TrainConfig` (each after its linear warm-up).
+SCHEDULES = ("constant", "cosine")
+#: Fields added after grids were first cached: left out of a cache key at their defaults,
+#: so the grids that do not use them keep their keys' payload.
+LATER_FIELDS = {"momentum": 0.0, "schedule": "constant", "warmup_epochs": 0}
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ class TrainConfig:
     ``seed`` seeds the run's three random streams: initialization (PyTorch's default
     init and :func:`~d2lcore.init.init_weights`), shuffling (as a
     :class:`~d2lcore.data.TensorLoader` with that seed) and dropout masks.
+
+    ``momentum`` is SGD's (``torch.optim.SGD``'s heavy ball; Adam has its own, and takes
+    none here). The learning rate of step ``t`` is ``lr`` times
+    :meth:`lr_factors`: a linear warm-up over ``warmup_epochs``, then ``schedule``,
+    ``"constant"`` or ``"cosine"`` (half a cosine from 1 down to 0 at the last step).
     """
 
     lr: float
@@ -43,6 +53,9 @@ class TrainConfig:
     init_std: float = 0.01
     seed: int = 0
     optimizer: str = "sgd"
+    momentum: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         # Every field is checked here, once, whatever path trains the run (stacked or
@@ -59,6 +72,42 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not isinstance(self.init, str) or self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init scheme {self.init!r}; choose from {INIT_SCHEMES}")
+        _check_number("momentum", self.momentum, low=0.0, high=1.0)
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum is SGD's; {self.optimizer!r} takes momentum=0")
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        _check_number("warmup_epochs", self.warmup_epochs, integer=True, low=0)
+        if self.warmup_epochs and self.warmup_epochs >= self.num_epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} leaves no epoch after the "
+                             f"warm-up of num_epochs={self.num_epochs}")  # fmt: skip
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes during training."""
+        return self.schedule != "constant" or self.warmup_epochs > 0
+
+    def lr_factors(self, steps_per_epoch: int) -> list[float]:
+        """The factor of ``lr`` at every step of training (``num_epochs *
+        steps_per_epoch`` of them): ``(t + 1) / W`` during the warm-up's ``W`` steps,
+        then 1 (``"constant"``) or ``(1 + cos(pi (t - W) / (T - W))) / 2`` (``"cosine"``)."""
+        _check_number("steps_per_epoch", steps_per_epoch, integer=True, low=1)
+        total, warm = self.num_epochs * steps_per_epoch, self.warmup_epochs * steps_per_epoch
+        factors = []
+        for t in range(total):
+            if t < warm:
+                factors.append((t + 1) / warm)
+            elif self.schedule == "cosine":
+                factors.append(0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm))))
+            else:
+                factors.append(1.0)
+        return factors
+
+    def key(self) -> dict[str, object]:
+        """The fields as a dict for a cache key, without the :data:`LATER_FIELDS` that
+        hold their defaults (so older grids keep their keys' payload)."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def _check_number(name: str, value: object, *, integer: bool = False, low: float,

@@ -10,6 +10,7 @@ configurations that can train together stacked (:mod:`d2lcore.batched`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -73,14 +74,24 @@ def train_one(
     device = get_device(device)
     model = build_model(spec, config, device)
     loss_fn = spec.model_kind.loss()
-    opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)  # fmt: skip
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)  # fmt: skip
     train = data.loader("train", batch_size=config.batch_size, seed=config.seed, device=device)
+    scheduler = None
+    if config.scheduled:
+        factors = config.lr_factors(math.ceil(len(data.train[1]) / config.batch_size))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: factors[min(t, len(factors) - 1)])
     val = None if data.val is None else data.loader("val", device=device)
     with seeded(config.seed):  # a module drawing from the global stream stays repeatable
         history = fit(model, train, loss_fn=loss_fn, optimizer=optimizer,
                       num_epochs=config.num_epochs, val_batches=val, device=device,
-                      on_epoch_end=on_epoch_end)  # fmt: skip
+                      on_epoch_end=on_epoch_end, scheduler=scheduler)  # fmt: skip
     test_acc = None
     if data.test is not None and not spec.regression and not history.diverged:
         test = data.loader("test", device=device)
@@ -206,7 +217,7 @@ def train_grid(
                 results[i] = with_extras(run, todo[i])
         return [r for r in results if r is not None]
 
-    depends_on = {"spec": asdict(spec), "base": asdict(base), "data": data_fingerprint(data),
+    depends_on = {"spec": asdict(spec), "base": base.key(), "data": data_fingerprint(data),
                   "extras": None if extras is None else describe_fn(extras)}  # fmt: skip
     out = run_grid(grid.axes, one, depends_on=depends_on, batch=together if batched else None,
                    cache=cache, device=device, name="train_grid")  # fmt: skip
