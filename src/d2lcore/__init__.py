@@ -9,14 +9,15 @@ below (``tests/test_layout.py`` checks it):
   ``train`` (the one ``fit`` loop, ``History``, ``RunResult``: what every trainer returns).
 - **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
   the one configuration order; ``run_grid``, a cached grid of any per-configuration
-  function with extras), ``config`` (``TrainConfig``, ``ModelSpec`` and the registry of
-  model kinds), ``batched`` (stacking from the real module with ``torch.func``),
+  function with extras), ``config`` (``TrainConfig``: hyperparameters, momentum and the
+  learning-rate schedule; ``ModelSpec`` and the registry of model kinds), ``batched`` (stacking from the real module with ``torch.func``),
   ``sweep`` (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
 - **figures**: ``plotting`` (plotly figures, the book's renderer), ``sliders`` (+
   ``sliders.js``: a grid as a figure with a slider per axis, any trace type),
   ``widgets`` (live controls that re-train a configuration in a kernel).
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
-  descent on it), ``diagnostics``, ``attention``, ``finetune``, ``playground`` (+
+  descent on it), ``optim`` (SGD, momentum, RMSProp and Adam on a 2-D quadratic, batched),
+  ``diagnostics``, ``attention``, ``finetune``, ``playground`` (+
   ``playground.js``): what one chapter needs beyond the floors, built on ``fit`` and
   the grid.
 """
