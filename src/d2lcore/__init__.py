@@ -10,8 +10,9 @@ below (``tests/test_layout.py`` checks it):
 - **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
   the one configuration order; ``run_grid``, a cached grid of any per-configuration
   function with extras), ``config`` (``TrainConfig``: hyperparameters, momentum and the
-  learning-rate schedule; ``ModelSpec`` and the registry of model kinds), ``batched`` (stacking from the real module with ``torch.func``),
-  ``sweep`` (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
+  learning-rate schedule; ``ModelSpec`` and the registry of model kinds), ``batched``
+  (stacking from the real module with ``torch.func``), ``sweep`` (``train_one``, and
+  ``train_grid``: ``run_grid`` plus stacking).
 - **figures**: ``plotting`` (plotly figures, the book's renderer), ``sliders`` (+
   ``sliders.js``: a grid as a figure with a slider per axis, any trace type),
   ``widgets`` (live controls that re-train a configuration in a kernel).
