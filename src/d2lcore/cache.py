@@ -32,8 +32,10 @@ STALE_TMP_SECONDS = 3600.0
 
 #: Modules that only draw or show results: editing them retrains nothing. Every other
 #: module of the package is part of :func:`code_fingerprint` (a new module is, by default).
+#: ``optim.py`` runs optimizers on a 2-D quadratic for a figure; no grid trains with it.
 FIGURE_MODULES = ("plotting.py", "sliders.py", "sliders.js", "playground.js", "widgets.py",
-                  "profile.py", "diagnostics.py", "cache.py", "__init__.py")  # fmt: skip
+                  "profile.py", "diagnostics.py", "optim.py", "cache.py",
+                  "__init__.py")  # fmt: skip
 
 
 def default_cache_dir() -> Path:
