@@ -45,7 +45,7 @@ book-ci: setup
 	$(PY) tools/exec_report.py --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 setup: env data vendor
 
