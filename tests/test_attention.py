@@ -19,6 +19,7 @@ from d2lcore.attention import (
     kernel_regression_data,
     masked_softmax,
     nadaraya_watson,
+    order_blind_reversal_accuracy,
     reversal_data,
     sinusoidal_encoding,
     token_accuracy,
@@ -139,6 +140,38 @@ def test_transformer_learns_reversal_quickly():
     assert history.val_loss[-1] < history.val_loss[0]
     maps = model.attention_maps()
     assert [m.shape for m in maps] == [(300, 1, 4, 4)] * 2
+
+
+def test_without_positions_the_encoder_is_blind_to_order():
+    torch.manual_seed(0)
+    X = torch.randint(6, (5, 4))
+    perm = torch.tensor([2, 0, 3, 1])
+    for positional in (False, True):
+        config = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=2,
+                                   num_layers=2, ffn_hiddens=8, positional=positional)
+        model = TransformerEncoder(config).eval()
+        with torch.no_grad():
+            permuted_out, out_of_permuted = model(X)[:, :, perm], model(X[:, perm])
+        # Without positions, permuting the input only permutes the output.
+        assert torch.allclose(permuted_out, out_of_permuted, atol=1e-5) == (not positional)
+
+
+def test_order_blind_reversal_accuracy_is_the_best_order_blind_predictor():
+    # Every sequence of length T over V tokens, equally likely: the best predictor that
+    # sees only (token at i, multiset of tokens) picks, per such pair, the target most
+    # often seen with it. Its accuracy, counted by brute force, is the ceiling.
+    import itertools
+    from collections import Counter
+
+    for T, V in ((4, 3), (5, 3), (3, 4)):
+        X = torch.tensor(list(itertools.product(range(V), repeat=T)))
+        seen: dict[tuple, Counter] = {}
+        for x in X.tolist():
+            for i in range(T):
+                key = (x[i], tuple(sorted(x)))
+                seen.setdefault(key, Counter())[x[T - 1 - i]] += 1
+        best = sum(max(c.values()) for c in seen.values()) / (len(X) * T)
+        assert order_blind_reversal_accuracy(X) == pytest.approx(best, abs=1e-6)
 
 
 def test_trainers_leave_the_global_random_state_alone():

@@ -340,7 +340,8 @@ def reversal_data(
 
 @dataclass
 class TransformerConfig:
-    """Size of a :class:`TransformerEncoder`."""
+    """Size of a :class:`TransformerEncoder`; ``positional=False`` leaves out the
+    positional encoding (an ablation: the model is then blind to order)."""
 
     vocab_size: int = 10
     seq_len: int = 8
@@ -349,6 +350,7 @@ class TransformerConfig:
     num_layers: int = 1
     ffn_hiddens: int = 64
     dropout: float = 0.0
+    positional: bool = True
 
 
 class EncoderBlock(nn.Module):
@@ -380,7 +382,12 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.positions = PositionalEncoding(config.d_model, config.seq_len, config.dropout)
+        # Without positions only the dropout is left: nothing in the model then tells
+        # position i from position j.
+        self.positions: nn.Module = (
+            PositionalEncoding(config.d_model, config.seq_len, config.dropout)
+            if config.positional else nn.Dropout(config.dropout)
+        )  # fmt: skip
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
         self.head = nn.Linear(config.d_model, config.vocab_size)
 
@@ -461,6 +468,32 @@ def train_reversal(
     return RunResult(config=run_config, history=history, test_acc=test_acc, model=model)
 
 
+def order_blind_reversal_accuracy(X: torch.Tensor) -> float:
+    """The best expected per-token accuracy of a model blind to order on reversing the
+    sequences ``X`` ``(n, T)`` of independent, uniform tokens.
+
+    Without positions, self-attention, the position-wise layers and layer norm treat
+    every position alike: the output at position ``i`` depends only on the token there
+    and on the multiset of all tokens. Given those, the target ``X[T - 1 - i]`` is a
+    uniform draw from the *other* ``T - 1`` tokens (every arrangement is equally
+    likely), so the best guess is their most frequent token, right with probability
+    (its count) / (T - 1). For an odd ``T`` the middle position is its own target, and
+    the model cannot tell it apart: over all positions the target is then a uniform draw
+    from all ``T`` tokens. Returns the mean of that probability over ``X``'s tokens.
+    """
+    n, T = X.shape
+    vocab = int(X.max()) + 1
+    counts = torch.zeros(n, vocab).scatter_add_(1, X, torch.ones(n, T))  # (n, vocab)
+    if T % 2:
+        return float((counts.max(dim=1).values / T).mean())
+    total = 0.0
+    for i in range(T):
+        others = counts.clone()
+        others[torch.arange(n), X[:, i]] -= 1  # the multiset without token i
+        total += float((others.max(dim=1).values / (T - 1)).sum())
+    return total / (n * T)
+
+
 def anti_diagonal_mass(weights: torch.Tensor) -> torch.Tensor:
     """Mean attention weight that query ``i`` puts on key ``T - 1 - i``, for weights
     ``(..., T, T)``: 1 when every query looks only at its mirror position."""
@@ -472,6 +505,7 @@ __all__ = [
     "NWKernelRegression", "PositionalEncoding", "TransformerConfig", "TransformerEncoder",
     "anti_diagonal_mass", "fit_bandwidth", "gaussian_attention_weights",
     "kernel_regression_data", "kernel_regression_target", "leave_one_out_keys",
-    "masked_softmax", "nadaraya_watson", "reversal_data", "sequence_mask",
-    "sinusoidal_encoding", "softmax_entropy", "token_accuracy", "train_reversal",
+    "masked_softmax", "nadaraya_watson", "order_blind_reversal_accuracy", "reversal_data",
+    "sequence_mask", "sinusoidal_encoding", "softmax_entropy", "token_accuracy",
+    "train_reversal",
 ]  # fmt: skip
