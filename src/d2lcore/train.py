@@ -119,6 +119,7 @@ def fit(
     evaluate: EvalFn | None = None,
     device: torch.device | None = None,
     on_epoch_end: EpochHook | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> History:
     """Train ``model`` for ``num_epochs`` and return its :class:`History`.
 
@@ -138,6 +139,8 @@ def fit(
         device: where to train; defaults to :func:`~d2lcore.device.get_device`.
         on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch
             (progress bars, live plots); the only hook.
+        scheduler: a learning-rate schedule of ``optimizer``, stepped after every
+            optimizer step (so its factors count steps, not epochs).
 
     A loss or an evaluated number that stops being finite (a learning rate too
     large) ends the run and marks the history diverged; it never raises.
@@ -158,6 +161,8 @@ def fit(
             loss = loss_fn(model(X), y)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach() * len(y)
             n += len(y)
         train_loss = float(loss_sum) / max(n, 1)
