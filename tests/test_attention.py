@@ -36,6 +36,9 @@ from d2lcore.train import RunResult
 
 d2l = pytest.importorskip("d2l.torch")
 
+# Tiny models: more threads only add overhead (and spin on a busy machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_masked_softmax_zero_length_and_all_masked_rows_are_zero_not_nan():
     scores = torch.randn(3, 2, 5, requires_grad=True)
