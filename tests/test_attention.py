@@ -10,23 +10,34 @@ from torch import nn
 from d2lcore.attention import (
     AdditiveAttention,
     DotProductAttention,
+    EncoderBlock,
     MultiHeadAttention,
     NWKernelRegression,
+    Seq2SeqTransformer,
     TransformerConfig,
     TransformerEncoder,
     anti_diagonal_mass,
+    causal_mask,
     fit_bandwidth,
+    greedy_decode,
     kernel_regression_data,
     masked_softmax,
     nadaraya_watson,
+    order_blind_reversal_accuracy,
     reversal_data,
+    shift_right,
     sinusoidal_encoding,
+    sorting_data,
     token_accuracy,
     train_reversal,
+    train_seq2seq,
 )
 from d2lcore.train import RunResult
 
 d2l = pytest.importorskip("d2l.torch")
+
+# Tiny models: more threads only add overhead (and spin on a busy machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_masked_softmax_zero_length_and_all_masked_rows_are_zero_not_nan():
@@ -94,6 +105,96 @@ def test_multi_head_attention_matches_torch():
     torch.testing.assert_close(ours(q, kv, kv, lens), ref(q, kv, kv, key_padding_mask=padding)[0])
 
 
+def test_causal_attention_matches_torch_sdpa_is_causal():
+    torch.manual_seed(0)
+    M = causal_mask(3, 5)
+    assert M.shape == (3, 5) and M[0, 0] == 0 and M[0, 1] == float("-inf") and M[2, 2] == 0
+    for Q, K in ((6, 6), (4, 7)):
+        q, k, v = torch.randn(2, Q, 8), torch.randn(2, K, 8), torch.randn(2, K, 3)
+        attention = DotProductAttention()
+        out = attention(q, k, v, causal=True)
+        torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        assert attention.attention_weights is not None
+        assert torch.equal(attention.attention_weights.triu(1), torch.zeros(2, Q, K))
+    # Multi-head, against torch's with its own causal mask.
+    ref = nn.MultiheadAttention(16, 4, batch_first=True)
+    ours = MultiHeadAttention(16, 4).load_torch_weights(ref)
+    X = torch.randn(2, 5, 16)
+    expected = ref(X, X, X, attn_mask=nn.Transformer.generate_square_subsequent_mask(5))[0]
+    torch.testing.assert_close(ours(X, X, X, causal=True), expected)
+    # Causal and padding together: a row with no visible key is still zero, never NaN.
+    out = DotProductAttention()(q, k, v, torch.tensor([0, 3]), causal=True)
+    assert torch.isfinite(out).all() and torch.equal(out[0], torch.zeros(Q, 3))
+
+
+def test_pre_norm_encoder_block_matches_torch():
+    torch.manual_seed(0)
+    for norm_first in (False, True):
+        config = TransformerConfig(d_model=16, num_heads=4, ffn_hiddens=32,
+                                   norm_first=norm_first)
+        ref = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True,
+                                         norm_first=norm_first).eval()
+        ours = EncoderBlock(config).eval()
+        ours.attention.load_torch_weights(ref.self_attn)
+        with torch.no_grad():
+            for mine, theirs in ((ours.ffn[0], ref.linear1), (ours.ffn[2], ref.linear2),
+                                 (ours.norm1, ref.norm1), (ours.norm2, ref.norm2)):
+                mine.load_state_dict(theirs.state_dict())
+        X = torch.randn(2, 5, 16)
+        torch.testing.assert_close(ours(X), ref(X))
+
+
+def test_decoder_is_causal_and_greedy_decoding_reads_its_own_output():
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=5, seq_len=6, d_model=16, num_heads=2, num_layers=2,
+                               ffn_hiddens=16)
+    model = Seq2SeqTransformer(config).eval()
+    src, tgt = sorting_data(4, 6, 5, seed=0)
+    assert torch.equal(tgt, src.sort(dim=1).values)
+    tgt_in = shift_right(tgt, model.bos)
+    assert torch.equal(tgt_in[:, 0], torch.full((4,), 5))
+    assert torch.equal(tgt_in[:, 1:], tgt[:, :-1])
+    logits = model(src, tgt_in)
+    assert logits.shape == (4, 5, 6)
+    changed = tgt_in.clone()
+    changed[:, 3:] = (changed[:, 3:] + 1) % 5  # the future of position 2 changes
+    torch.testing.assert_close(model(src, changed)[:, :, :3], logits[:, :, :3])
+    assert [m.shape for m in model.cross_attention_maps()] == [(4, 2, 6, 6)] * 2
+    # Greedy decoding: each token is the argmax given the tokens decoded before it.
+    out = greedy_decode(model, src, 6)
+    assert out.shape == (4, 6) and not model.training
+    torch.testing.assert_close(model(src, shift_right(out, model.bos)).argmax(dim=1), out)
+
+
+def test_seq2seq_learns_sorting_and_warm_up_ramps_the_learning_rate():
+    train, val = sorting_data(2000, 5, 6, seed=0), sorting_data(300, 5, 6, seed=1)
+    config = TransformerConfig(vocab_size=6, seq_len=5, d_model=16, num_heads=2, num_layers=1,
+                               ffn_hiddens=32)
+    epochs_seen = []
+
+    def record(epoch, history):
+        epochs_seen.append(epoch)
+
+    run = train_seq2seq(config, train, val, test=val, lr=3e-3, num_epochs=4, warmup_steps=50,
+                        device="cpu", on_epoch_end=record)  # fmt: skip
+    assert isinstance(run.model, Seq2SeqTransformer) and epochs_seen == [1, 2, 3, 4]
+    assert run.test_acc is not None and run.test_acc > 0.9, run.test_acc
+    assert run.config["warmup_steps"] == 50
+
+
+def test_fit_steps_the_scheduler_after_every_optimizer_step():
+    from d2lcore.train import fit
+
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 4))
+    batches = [(torch.randn(3, 2), torch.randn(3, 1))] * 3
+    fit(model, batches, loss_fn=nn.MSELoss(), optimizer=optimizer, num_epochs=1,
+        device=torch.device("cpu"), scheduler=scheduler)  # fmt: skip
+    assert optimizer.param_groups[0]["lr"] == 1.0  # after 3 steps: factor min(1, 4 / 4)
+    assert scheduler.last_epoch == 3
+
+
 def test_sinusoidal_encoding_values():
     P = sinusoidal_encoding(50, 16)
     assert P.shape == (50, 16)
@@ -139,6 +240,38 @@ def test_transformer_learns_reversal_quickly():
     assert history.val_loss[-1] < history.val_loss[0]
     maps = model.attention_maps()
     assert [m.shape for m in maps] == [(300, 1, 4, 4)] * 2
+
+
+def test_without_positions_the_encoder_is_blind_to_order():
+    torch.manual_seed(0)
+    X = torch.randint(6, (5, 4))
+    perm = torch.tensor([2, 0, 3, 1])
+    for positional in (False, True):
+        config = TransformerConfig(vocab_size=6, seq_len=4, d_model=8, num_heads=2,
+                                   num_layers=2, ffn_hiddens=8, positional=positional)
+        model = TransformerEncoder(config).eval()
+        with torch.no_grad():
+            permuted_out, out_of_permuted = model(X)[:, :, perm], model(X[:, perm])
+        # Without positions, permuting the input only permutes the output.
+        assert torch.allclose(permuted_out, out_of_permuted, atol=1e-5) == (not positional)
+
+
+def test_order_blind_reversal_accuracy_is_the_best_order_blind_predictor():
+    # Every sequence of length T over V tokens, equally likely: the best predictor that
+    # sees only (token at i, multiset of tokens) picks, per such pair, the target most
+    # often seen with it. Its accuracy, counted by brute force, is the ceiling.
+    import itertools
+    from collections import Counter
+
+    for T, V in ((4, 3), (5, 3), (3, 4)):
+        X = torch.tensor(list(itertools.product(range(V), repeat=T)))
+        seen: dict[tuple, Counter] = {}
+        for x in X.tolist():
+            for i in range(T):
+                key = (x[i], tuple(sorted(x)))
+                seen.setdefault(key, Counter())[x[T - 1 - i]] += 1
+        best = sum(max(c.values()) for c in seen.values()) / (len(X) * T)
+        assert order_blind_reversal_accuracy(X) == pytest.approx(best, abs=1e-6)
 
 
 def test_trainers_leave_the_global_random_state_alone():
