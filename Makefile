@@ -10,11 +10,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := book
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
+# TORCH=X.Y.Z (set by `make test-compat`, see there): the environment gets that torch and
+# its torchvision instead of requirements.txt's, with every other pin as it is.
+TORCH ?=
+# torchvision 0.(Y+15).Z is built for torch 2.Y.Z (0.19.1 for 2.4.1, 0.29.1 for 2.14.1).
+TORCHVISION ?= $(if $(TORCH),$(shell echo $(TORCH) | awk -F. '{print "0." $$2 + 15 "." $$3}'))
 # The install stamp is named after a hash of what was installed, so a changed pin
 # gives a new name and triggers a reinstall.
-REQ_HASH := $(shell cat requirements.txt requirements-reference.txt pyproject.toml | sha256sum | cut -c1-16)
+REQ_HASH := $(shell { cat requirements.txt requirements-reference.txt pyproject.toml; \
+  $(if $(TORCH),echo "torch==$(TORCH) torchvision==$(TORCHVISION)";) } | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
@@ -28,7 +34,7 @@ REQUIREJS := .vendor/requirejs-$(REQUIREJS_VERSION)/require.js
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
-.PHONY: book book-ci test setup env data vendor browser bench clean gpu-check gpu-wheels
+.PHONY: book book-ci test test-compat setup env data vendor browser bench clean gpu-check gpu-wheels
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
@@ -47,6 +53,29 @@ book-ci: setup
 test: setup browser
 	$(PY) -m pytest -q --durations=15
 
+# The lowest torch release d2lcore supports (pyproject.toml: torch>=...): the unit tests
+# in a second environment, $(COMPAT_VENV), with that torch and every other pin of
+# requirements.txt; `make test-compat TORCH=2.Y.Z` tries another release (a new one
+# replaces the environment: CUDA builds take gigabytes). Not part of `make test`; CI runs
+# it weekly. COLAB=1 adds the Colab rehearsal (pytest -m colab: the book built in that
+# environment, then a chapter's notebook run beside its torch).
+TORCH_FLOOR := 2.4.1
+COMPAT_VENV := .venv-compat
+COMPAT_TORCH := $(or $(TORCH),$(TORCH_FLOOR))
+COLAB ?=
+
+test-compat:
+	@installed=$$($(COMPAT_VENV)/bin/python -c 'import torch; print(torch.__version__.split("+")[0])' \
+	  2>/dev/null || true); \
+	if [ -n "$$installed" ] && [ "$$installed" != "$(COMPAT_TORCH)" ]; then \
+	  echo "$(COMPAT_VENV) has torch $$installed: replacing it"; rm -rf $(COMPAT_VENV); fi
+	$(MAKE) --no-print-directory VENV=$(COMPAT_VENV) TORCH=$(COMPAT_TORCH) data $(if $(COLAB),vendor)
+	$(COMPAT_VENV)/bin/python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
+	$(COMPAT_VENV)/bin/python -m pytest -q -m "not book and not browser and not binder and not colab"
+ifneq ($(COLAB),)
+	$(COMPAT_VENV)/bin/python -m pytest -q -m colab
+endif
+
 setup: env data vendor
 
 env: $(STAMP)
@@ -54,7 +83,21 @@ env: $(STAMP)
 $(STAMP): requirements.txt requirements-reference.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# pyproject.toml's [build-system] (the tests build the wheel with this environment's
+	@# setuptools; python -m venv brings an older one, and only some torch releases ask
+	@# for a newer one)
+	$(PY) -m pip install --quiet "setuptools>=77"
+ifeq ($(TORCH),)
 	$(PY) -m pip install --quiet -r requirements.txt
+else
+	@# requirements.txt less torch, torchvision and the CUDA wheels of that torch release
+	@# (triton, nvidia-*, cuda-*): pip brings those of torch $(TORCH) itself.
+	grep -vE '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==' requirements.txt \
+	  > $(VENV)/requirements-torch-$(TORCH).txt
+	echo "torch==$(TORCH)" >> $(VENV)/requirements-torch-$(TORCH).txt
+	echo "torchvision==$(TORCHVISION)" >> $(VENV)/requirements-torch-$(TORCH).txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements-torch-$(TORCH).txt
+endif
 	$(PY) -m pip install --quiet --no-deps -e .
 	@# The d2l package, the reference that tests, benchmarks and two pages compare with:
 	@# its own pins (numpy 1.23, pandas 2.0, ...) do not install beside today's stack.

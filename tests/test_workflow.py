@@ -1,6 +1,7 @@
-"""The GitHub Actions workflow (.github/workflows/book.yml) does what the README promises:
-a GPU runner tests, rebuilds and publishes the book; a GitHub-hosted runner runs the tests;
-only trusted code reaches the GPU runner; its caches survive the workspace cleaning."""
+"""The GitHub Actions workflows do what the README promises. book.yml: a GPU runner tests,
+rebuilds and publishes the book; a GitHub-hosted runner runs the tests; only trusted code
+reaches the GPU runner; its caches survive the workspace cleaning. compat.yml: the unit
+tests with the lowest supported torch (`make test-compat`), weekly and by hand."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from packaging.requirements import Requirement
 
 from .conftest import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+#: The weekly check of the lowest supported torch (`make test-compat`), a workflow of its own.
+COMPAT_WORKFLOW = ROOT / ".github" / "workflows" / "compat.yml"
+WORKFLOWS = [WORKFLOW, COMPAT_WORKFLOW]
 GPU_LABELS = ["self-hosted", "linux", "x64", "gpu"]
 ON_MAIN = {"github.event_name == 'push'", "github.ref == 'refs/heads/main'"}
 
@@ -289,13 +297,15 @@ def test_make_book_ci_is_a_full_build_where_warnings_are_errors():
     assert not any("D2L_PROFILE=" in line for line in recipe), "the job chooses the profile"
 
 
-def test_cuda_check_fails_clearly_without_a_gpu(workflow):
-    """Run the workflow's own check here: it must pass exactly when CUDA is present."""
+def test_cuda_check_fails_clearly_without_a_gpu(workflow, tmp_path):
+    """Run the workflow's own check here: it must pass exactly when CUDA is present.
+    Its `.venv` is the environment running the tests (`make test-compat` has no .venv)."""
     gpu = workflow["jobs"]["gpu"]
     step = steps(gpu)[step_index(gpu, lambda s: "torch.cuda.is_available()" in s.get("run", ""),
                                  "checking CUDA")]  # fmt: skip
-    assert (ROOT / ".venv" / "bin" / "python").exists(), "run `make setup` first"
-    result = subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=ROOT,
+    assert ".venv/bin/python" in step["run"]
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     if torch.cuda.is_available():
         assert result.returncode == 0, result.stdout + result.stderr
@@ -315,8 +325,7 @@ def test_report_goes_into_the_html_and_the_job_summary(workflow):
     assert re.search(r"--json\s+_build/html/\S+\.json", script)
     assert re.search(r'>>\s*"?\$GITHUB_STEP_SUMMARY"?', script)
     # Every option the step passes exists in the script.
-    help_text = subprocess.run([str(ROOT / ".venv" / "bin" / "python"),
-                                str(ROOT / "tools" / "exec_report.py"), "--help"],
+    help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "exec_report.py"), "--help"],
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     for option in set(re.findall(r"(--[a-z][a-z-]*)", script)):
         assert option in help_text, option
@@ -404,12 +413,149 @@ def test_cpu_job_runs_ci_run_on_a_github_hosted_runner(workflow):
     assert "npm" in scripts, "make vendor needs npm"
 
 
-def test_every_action_is_pinned(workflow):
-    for name, job in workflow["jobs"].items():
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned(path):
+    for name, job in yaml.safe_load(path.read_text())["jobs"].items():
         for step in steps(job):
             if "uses" in step:
                 ref = step["uses"].split("@")[1]
                 assert re.fullmatch(r"v\d+(\.\d+)*|[0-9a-f]{40}", ref), f"{name}: {step['uses']}"
+
+
+# ----------------------------------------------------------------------------------
+# The lowest supported torch: compat.yml runs `make test-compat` weekly and by hand
+
+
+@pytest.fixture(scope="module")
+def compat() -> dict[str, Any]:
+    return yaml.safe_load(COMPAT_WORKFLOW.read_text())
+
+
+def test_compat_runs_weekly_and_by_hand_only(compat, workflow):
+    on = triggers(compat)
+    assert set(on) == {"schedule", "workflow_dispatch"}, "not for pushes or pull requests"
+    [cron] = [entry["cron"] for entry in on["schedule"]]
+    minute, hour, day, month, weekday = cron.split()
+    assert minute.isdigit() and hour.isdigit(), f"once a day at most: {cron}"
+    assert day == month == "*" and re.fullmatch(r"[0-6]", weekday), f"once a week: {cron}"
+    inputs = on["workflow_dispatch"]["inputs"]
+    assert inputs["torch"]["type"] == "string" and inputs["torch"]["default"] == ""
+    assert inputs["colab"]["type"] == "boolean" and inputs["colab"]["default"] is False
+    # book.yml's jobs run when they did (test_which_jobs_run_for_each_event): its cpu job
+    # has no `if:`, so a schedule there would run it too.
+    assert "schedule" not in triggers(workflow)
+    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
+    readme = readme.split("\n## ")[0]
+    assert "compat.yml" in readme and "make test-compat" in readme
+    for name in inputs:
+        assert f"`{name}`" in readme, f"README: input {name} of compat.yml"
+
+
+def test_compat_job_runs_make_test_compat_with_the_inputs(compat):
+    [job] = compat["jobs"].values()
+    assert not self_hosted(job) and job["runs-on"].startswith("ubuntu-"), job["runs-on"]
+    assert compat["permissions"] == {"contents": "read"} and "permissions" not in job
+    step = steps(job)[step_index(job, runs("make test-compat"), "running `make test-compat`")]
+    assert 'TORCH="$TORCH_RELEASE"' in step["run"] and 'COLAB="$COLAB"' in step["run"]
+    installs_npm = re.compile(r"apt-get install .*\bnpm\b")
+    npm = steps(job)[step_index(job, lambda s: installs_npm.search(s.get("run", "")), "npm")]
+    cases = (  # (the run, the torch asked for, the rehearsal asked for)
+        (event("schedule", MAIN), "", False),
+        (event("workflow_dispatch", MAIN, inputs={"torch": "", "colab": False}), "", False),
+        (event("workflow_dispatch", MAIN, inputs={"torch": "2.5.1", "colab": True}), "2.5.1",
+         True),
+    )  # fmt: skip
+    for context, torch_release, colab in cases:
+        assert evaluate(step["env"]["TORCH_RELEASE"], context) == torch_release
+        assert evaluate(step["env"]["COLAB"], context) == ("1" if colab else "")
+        assert bool(evaluate(npm["if"], context)) == colab, "the book build needs MathJax"
+
+
+def _make_dry_run(*args: str) -> str:
+    """What `make ARGS` would run (recursive makes included, as make -n does)."""
+    # not the flags and variables of a make that runs these tests (make test-compat in CI)
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TORCH",
+                        "TORCHVISION", "COLAB", "VENV", "COMPAT_VENV"}}  # fmt: skip
+    result = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *args],
+                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _pins(text: str) -> dict[str, str]:
+    pins = (line.split("==") for line in text.splitlines() if "==" in line and line[0] != "#")
+    return {name.lower().replace("_", "-"): version.strip() for name, version in pins}
+
+
+def _requires_closure(names: list[str]) -> set[str]:
+    """The distributions that ``names`` require on this machine, recursively, extras
+    included (torch asks for ``cuda-toolkit[cublas,...]``)."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(name, frozenset[str]()) for name in names]
+    while todo:
+        name, extras = todo.pop()
+        name = name.lower().replace("_", "-")
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in map(Requirement, requires):
+            if req.marker is None or any(req.marker.evaluate({"extra": e})
+                                         for e in extras | {""}):  # fmt: skip
+                todo.append((req.name, frozenset(req.extras)))
+    return {name for name, _ in seen}
+
+
+def test_make_test_compat_takes_every_pin_but_torch_from_requirements(tmp_path):
+    """`make -n test-compat TORCH=...` in a throwaway folder: the environment of its own
+    gets requirements.txt with torch, torchvision and their CUDA wheels replaced, then the
+    unit tests run there, never in .venv."""
+    venv = tmp_path / "venv"
+    out = _make_dry_run("test-compat", "TORCH=2.5.1", f"COMPAT_VENV={venv}")
+    assert f"{venv}/bin/python -m venv" not in out and f"-m venv {venv}" in out
+    assert re.search(rf"{venv}/bin/python -m pytest -q -m \"not book and not browser and not "
+                     r"binder and not colab\"", out), out  # fmt: skip
+    assert "-m colab" not in out, "the Colab rehearsal only with COLAB=1"
+    assert not re.search(r"(^|\s)\.venv/", out), "the main environment is left alone"
+    # Run the recipe's lines that write the requirements file, here.
+    start = out.index("grep -vE")
+    script = out[start:out.index(f"{venv}/bin/python -m pip install --quiet -r", start)]
+    venv.mkdir()
+    subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=ROOT, check=True)
+    [written] = venv.glob("requirements-torch-2.5.1.txt")
+    pinned, compat = _pins((ROOT / "requirements.txt").read_text()), _pins(written.read_text())
+    assert compat["torch"] == "2.5.1" and compat["torchvision"] == "0.20.1"
+    kept = {name: v for name, v in compat.items() if name not in {"torch", "torchvision"}}
+    dropped = set(pinned) - set(kept)
+    assert all(pinned[name] == version for name, version in kept.items())
+    assert {"torch", "torchvision", "triton"} <= dropped
+    if metadata.version("torch").split("+")[0] == pinned["torch"]:  # the main environment
+        assert dropped <= _requires_closure(["torch", "torchvision"]), (
+            "only what torch and torchvision bring", dropped)
+    # torchvision 0.(Y+15).Z for torch 2.Y.Z, as the pins of requirements.txt pair them
+    out = _make_dry_run("test-compat", f"TORCH={pinned['torch']}", f"COMPAT_VENV={venv}")
+    assert f'echo "torchvision=={pinned["torchvision"]}"' in out
+    assert "-m colab" in _make_dry_run("test-compat", "COLAB=1", f"COMPAT_VENV={venv}")
+
+
+def test_the_torch_floor_is_the_one_tested():
+    """pyproject.toml's torch>= is TORCH_FLOOR, the release `make test-compat` installs by
+    default; `make test` does not run it."""
+    makefile = (ROOT / "Makefile").read_text()
+    floor = re.search(r"^TORCH_FLOOR\s*:?=\s*(\S+)", makefile, re.M)
+    assert floor, "the Makefile has no TORCH_FLOOR"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    [torch_dep] = [Requirement(d) for d in project["dependencies"] if d.startswith("torch")]
+    assert str(torch_dep.specifier) == f">={floor[1]}", torch_dep
+    assert "test-compat" not in " ".join(makefile_recipe("test"))
+    test_line = re.search(r"^test:(.*)$", makefile, re.M)
+    assert test_line and "compat" not in test_line[1]
+    readme = (ROOT / "README.md").read_text()
+    assert f"torch {floor[1]}" in readme, "the README names the tested floor"
 
 
 # ----------------------------------------------------------------------------------
@@ -420,18 +566,19 @@ def _git_in(repo: Path, env: dict[str, str], *args: str) -> subprocess.Completed
     return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("name", ["cpu", "book-cpu"])
-def test_container_jobs_mark_the_workspace_safe_for_git(workflow, tmp_path, name):
+@pytest.mark.parametrize("path, name", [(WORKFLOW, "cpu"), (WORKFLOW, "book-cpu"),
+                                        (COMPAT_WORKFLOW, "compat")])  # fmt: skip
+def test_container_jobs_mark_the_workspace_safe_for_git(path, tmp_path, name):
     """Root in a container on a checkout owned by the runner's user: git refuses to run
     ("detected dubious ownership") until the workspace is marked safe. Run the job's own
     step on a repository whose ownership check git is told to fail."""
-    job = workflow["jobs"][name]
+    job = yaml.safe_load(path.read_text())["jobs"][name]
     assert job["container"]["image"].endswith("bookworm")
     checkout = step_index(job, uses("actions/checkout"), "checking out")
     safe = step_index(job, lambda s: "safe.directory" in s.get("run", ""),
                       "marking the workspace safe.directory")  # fmt: skip
-    work = step_index(job, lambda s: runs(".ci/run")(s) or runs("make book-ci")(s),
-                      "running the tests or the build")  # fmt: skip
+    work = step_index(job, lambda s: runs(".ci/run")(s) or runs("make book-ci")(s)
+                      or runs("make test-compat")(s), "running the tests or the build")  # fmt: skip
     assert checkout < safe < work
 
     repo = tmp_path / "workspace"
@@ -583,12 +730,13 @@ def _run_scripts(workflow: dict[str, Any]) -> list[tuple[str, str]]:
             if "run" in step]  # fmt: skip
 
 
-def test_every_run_step_passes_shellcheck(workflow):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_run_step_passes_shellcheck(path):
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
     failures = []
-    for where, script in _run_scripts(workflow):
+    for where, script in _run_scripts(yaml.safe_load(path.read_text())):
         # as the runner runs it: bash -eo pipefail, expressions replaced by a value
         text = "set -eo pipefail\n" + re.sub(r"\$\{\{.*?\}\}", "value", script)
         result = subprocess.run([shellcheck, "--shell=bash", "--severity=style", "-"],
@@ -598,28 +746,30 @@ def test_every_run_step_passes_shellcheck(workflow):
     assert not failures, "\n".join(failures)
 
 
-def test_no_run_step_expands_an_input_into_the_script(workflow):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_run_step_expands_an_input_into_the_script(path):
     """`${{ inputs.ref }}` inside a script is script injection: inputs reach scripts
     through `env:` only."""
-    for where, script in _run_scripts(workflow):
+    for where, script in _run_scripts(yaml.safe_load(path.read_text())):
         assert "${{" not in script, where
 
 
-def test_workflow_passes_a_schema_check():
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_passes_a_schema_check(path):
     """GitHub's workflow schema (SchemaStore's github-workflow.json), through whichever
     checker is installed: actionlint, check-jsonschema, or a schema file named by
     D2L_WORKFLOW_SCHEMA checked with jsonschema."""
     checked = []
     actionlint = shutil.which("actionlint")
     if actionlint:
-        result = subprocess.run([actionlint, str(WORKFLOW)], cwd=ROOT, capture_output=True,
+        result = subprocess.run([actionlint, str(path)], cwd=ROOT, capture_output=True,
                                 text=True)  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         checked.append("actionlint")
     check_jsonschema = shutil.which("check-jsonschema")
     if check_jsonschema:
         result = subprocess.run([check_jsonschema, "--builtin-schema", "vendor.github-workflows",
-                                 str(WORKFLOW)], capture_output=True, text=True)  # fmt: skip
+                                 str(path)], capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         checked.append("check-jsonschema")
     schema_file = os.environ.get("D2L_WORKFLOW_SCHEMA")
@@ -628,7 +778,7 @@ def test_workflow_passes_a_schema_check():
 
         import jsonschema
 
-        document = yaml.safe_load(WORKFLOW.read_text())
+        document = yaml.safe_load(path.read_text())
         document["on"] = document.pop(True, document.get("on"))
         schema = json.loads(Path(schema_file).read_text())
         errors = [f"{list(e.path)}: {e.message}"

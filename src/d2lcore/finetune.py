@@ -187,12 +187,13 @@ def load_pretrained(
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
                                   f"({_first_line(err)}). The file is corrupt or incomplete: "
                                   "delete it and save or download it again.") from err  # fmt: skip
+        name = found.group(1).removeprefix("builtins.")  # torch 2.4.1 writes builtins.getattr
         raise CheckpointError(
             f"{path}: refused: besides tensors it holds pickled Python objects, which could "
             "run code when loaded, so it is not loaded. If you made it yourself with "
             "torch.save(model, ...), load it once in a session you trust and save "
             "model.state_dict() instead; a file from elsewhere you do not trust should be "
-            f"deleted. (It names {found.group(1)}, which weights-only loading does not allow.)"
+            f"deleted. (It names {name}, which weights-only loading does not allow.)"
         ) from err
     except Exception as err:  # garbage or truncated: unreadable here
         raise CheckpointError(
