@@ -603,10 +603,10 @@ def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str)
     try:
         result = run_page()
     except subprocess.TimeoutExpired:
-        # Seen once: nbclient waited on an idle kernel, both sides polling, past its own
-        # cell timeout (the CNN page's interact cell; not reproduced in several runs of
-        # the same cells in the same environment). One retry tells such a lost message
-        # from a page that really hangs, which fails again.
+        # Seen before the CNN page's interact cell was tagged skip-execution: nbclient
+        # waited on an idle kernel, both sides polling, past its own cell timeout (as in
+        # nbclient's issue 312, a cell that displays into an ipywidgets Output). One retry
+        # tells such a lost message from a page that really hangs, which fails again.
         binder_env.seconds[f"retried {page}"] = PAGE_TIMEOUT_S
         result = run_page()
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

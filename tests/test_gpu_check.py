@@ -35,10 +35,12 @@ def test_cells_are_read_as_jupytext_reads_them(page: Path) -> None:
 
 def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     """One real page passes, a page with a false assertion fails with its traceback and
-    line, both benchmarks run at their smallest (d2lcore's side), and both report files
+    line (after a skip-execution cell, which is skipped), both benchmarks run at their smallest (d2lcore's side), and both report files
     are written."""
     bad = tmp_path / "bad_page.md"
     bad.write_text("# A page\n\n```{code-cell} ipython3\nx = 1\nprint('accuracy 0.5')\n```\n\n"
+                   "```{code-cell} ipython3\n:tags: [skip-execution]\n\n"
+                   "raise RuntimeError('a cell the build skips')\n```\n\n"
                    "text\n\n```{code-cell} ipython3\n:tags: [hide-input]\n\n"
                    "assert x == 2, 'x is not 2'\n```\n")  # fmt: skip
     out = tmp_path / "report"
@@ -52,8 +54,9 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     good, failed = report["pages"]
     assert good["page"] == "data_operations" and good["status"] == "passed"
     assert good["cells_done"] == good["cells"] == len(gpu_check.read_cells(PAGES[0]))
-    assert failed["status"] == "failed" and failed["cells_done"] == 1
-    assert failed["error"]["type"] == "AssertionError" and failed["error"]["line"] == 13
+    # The skip-execution cell is skipped, as the book's build skips it.
+    assert failed["status"] == "failed" and failed["cells_done"] == 2
+    assert failed["error"]["type"] == "AssertionError" and failed["error"]["line"] == 19
     assert "x is not 2" in failed["error"]["traceback"]
     assert failed["key_numbers"] == ["accuracy 0.5"]
     assert report["environment"]["device"] == "cpu" and report["profile"] == "cpu"

@@ -63,6 +63,9 @@ class Cell:
     first_line: int = 0  # the page's line of the source's first line
 
 
+#: Cells with this tag are not executed, as nbclient (the book's build) does not execute them.
+SKIP_TAG = "skip-execution"
+
 _FENCE = re.compile(r"^(`{3,})\{code-cell\}")
 
 
@@ -122,10 +125,11 @@ def run_page(page: Path, result_file: Path) -> int:
         out = io.StringIO()
         start = time.perf_counter()
         try:
-            # Line numbers of the page itself, so a traceback points into the page.
-            tree = ast.increment_lineno(ast.parse(cell.source), cell.first_line - 1)
-            with contextlib.redirect_stdout(out):
-                exec(compile(tree, str(page), "exec"), namespace)
+            if SKIP_TAG not in cell.tags:  # the book's executor (nbclient) skips those
+                # Line numbers of the page itself, so a traceback points into the page.
+                tree = ast.increment_lineno(ast.parse(cell.source), cell.first_line - 1)
+                with contextlib.redirect_stdout(out):
+                    exec(compile(tree, str(page), "exec"), namespace)
         except BaseException as err:  # an assertion, an error, or an interrupt: report it
             frames = [f for f in traceback.extract_tb(err.__traceback__)
                       if f.filename == str(page)]  # fmt: skip
