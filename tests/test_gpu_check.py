@@ -35,8 +35,8 @@ def test_cells_are_read_as_jupytext_reads_them(page: Path) -> None:
 
 def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     """One real page passes, a page with a false assertion fails with its traceback and
-    line (after a skip-execution cell, which is skipped), both benchmarks run at their smallest (d2lcore's side), and both report files
-    are written."""
+    line (after a skip-execution cell, which is skipped), both benchmarks run at their
+    smallest (d2lcore's side), and both report files are written."""
     bad = tmp_path / "bad_page.md"
     bad.write_text("# A page\n\n```{code-cell} ipython3\nx = 1\nprint('accuracy 0.5')\n```\n\n"
                    "```{code-cell} ipython3\n:tags: [skip-execution]\n\n"
