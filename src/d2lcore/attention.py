@@ -12,7 +12,7 @@ weights per query, summing to one over the keys it may see).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -476,14 +476,7 @@ class TransformerEncoder(nn.Module):
 
     def attention_maps(self) -> list[torch.Tensor]:
         """Each layer's last attention weights, ``(B, heads, T, T)``."""
-        maps = []
-        for block in self.blocks:
-            assert isinstance(block, EncoderBlock)
-            weights = block.attention.attention_weights
-            if weights is None:
-                raise RuntimeError("run the model on a batch first")
-            maps.append(weights)
-        return maps
+        return _last_weights(b.attention for b in self.blocks if isinstance(b, EncoderBlock))
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -527,14 +520,18 @@ class Seq2SeqTransformer(nn.Module):
 
     def cross_attention_maps(self) -> list[torch.Tensor]:
         """Each decoder layer's last cross-attention weights, ``(B, heads, T, S)``."""
-        maps = []
-        for block in self.decoder:
-            assert isinstance(block, DecoderBlock)
-            weights = block.cross_attention.attention_weights
-            if weights is None:
-                raise RuntimeError("run the model on a batch first")
-            maps.append(weights)
-        return maps
+        return _last_weights(b.cross_attention for b in self.decoder
+                             if isinstance(b, DecoderBlock))  # fmt: skip
+
+
+def _last_weights(attentions: Iterable[MultiHeadAttention]) -> list[torch.Tensor]:
+    """The weights each of ``attentions`` computed in the model's last forward pass."""
+    maps = []
+    for attention in attentions:
+        if attention.attention_weights is None:
+            raise RuntimeError("run the model on a batch first")
+        maps.append(attention.attention_weights)
+    return maps
 
 
 def shift_right(Y: torch.Tensor, bos: int) -> torch.Tensor:
