@@ -574,8 +574,13 @@ def test_live_code_runs_the_page_and_trains_from_its_controls(browser, site: str
         """(panel) => /learning rate 0\\.1,[^\\n]*: [^\\n]* s\\)\\./.test(panel.innerText)
                       && !panel.querySelector("button").disabled""",
         arg=panel.element_handle(), timeout=300_000)  # fmt: skip
+    # The figure is set before the status line, but the browser draws it on its own time.
     figure = panel.locator(".plotly-graph-div")
-    assert figure.count() == 1, "no figure of the run"
+    page.wait_for_function(
+        """(panel) => [...panel.querySelectorAll(".plotly-graph-div")]
+                          .some((div) => div.layout !== undefined)""",
+        arg=panel.element_handle(), timeout=60_000)  # fmt: skip
+    assert figure.count() == 1, "no figure of the run, or more than one"
     title = figure.evaluate("(div) => div.layout.title.text")
     page.close()
     assert "learning rate 0.1," in title, title

@@ -99,6 +99,24 @@ def test_the_button_trains_the_selected_values_and_shows_the_run():
     assert "initialization normal" in shown_figure(controls)["layout"]["title"]["text"]
 
 
+def test_the_figure_is_shown_before_the_status_reports_the_run_and_the_button_returns():
+    """A frontend sees the widget changes in the order they are made: when the status
+    line says the run is done, and when the button can be pressed again, its figure must
+    already be in the output (the Live Code test waits on exactly these two signs)."""
+    trainer = FakeTrainer()
+    controls = make(trainer)
+    seen: list[tuple[str, int, bool]] = []
+    controls.status.observe(lambda change: seen.append(
+        ("status", len(controls.output.outputs), controls.button.disabled)), "value")
+    controls.button.observe(lambda change: seen.append(
+        ("button", len(controls.output.outputs), change["new"])), "disabled")
+    controls.button.click()
+    done = [s for s in seen if s[0] == "status"][-1]
+    assert done[1] == 1, "the final status came before the figure"
+    assert seen[-1] == ("button", 1, False), "the button came back before the figure"
+    assert all(n == 0 for what, n, _ in seen[:-2] if what == "status")  # during the run
+
+
 def test_train_returns_the_run_and_typed_values_within_bounds_are_used():
     trainer = FakeTrainer()
     controls = make(trainer, bounds={"lr": (1e-6, 10.0)})
