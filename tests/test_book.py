@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,106 @@ def tiny_book(folder: Path, title: str, code: str) -> Path:
         f"# {title}\n\n```{{code-cell}} ipython3\n{code}\n```\n"
     )
     return book
+
+
+def add_page(book: Path, name: str, title: str, code: str) -> None:
+    """Another page in a :func:`tiny_book`, listed in its table of contents."""
+    index = (book / "index.md").read_text()
+    header = index[: index.index("# ")]
+    cell = f"```{{code-cell}} ipython3\n{code}\n```\n"
+    (book / f"{name}.md").write_text(f"{header}# {title}\n\n{cell}")
+    toc = (book / "_toc.yml").read_text()
+    if "chapters:" not in toc:
+        toc += "chapters:\n"
+    (book / "_toc.yml").write_text(toc + f"- file: {name}\n")
+
+
+def _timed_page(runs: Path, name: str) -> str:
+    """A cell that sleeps and appends "<name> <start> <end>" to ``runs``."""
+    return ("import time\nstart = time.time()\ntime.sleep(3)\n"
+            f"open({str(runs)!r}, 'a').write(f'{name} {{start}} {{time.time()}}\\n')")  # fmt: skip
+
+
+def test_pages_execute_in_parallel_once_each_and_are_reported_as_executed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    """Three pages to execute, two at a time (_ext/parallel_exec.py): each runs once, two
+    of them at the same time; the report says they were executed in this build, and the
+    next build executes nothing and reports cache hits."""
+    runs = tmp_path / "runs.txt"
+    book = tiny_book(tmp_path, "Page index", _timed_page(runs, "index"))
+    for name in ("a", "b"):
+        add_page(book, name, f"Page {name}", _timed_page(runs, name))
+    monkeypatch.delenv("D2L_EXECUTE", raising=False)
+    monkeypatch.setenv("D2L_EXECUTE_JOBS", "2")
+
+    def build() -> tuple[dict[str, tuple[float, float]], dict[str, str], str]:
+        result = build_book(book, output=tmp_path)
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-3000:]
+        found = [line.split() for line in runs.read_text().splitlines()]
+        assert sorted(name for name, *_ in found) == ["a", "b", "index"], found  # once each
+        report = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "exec_report.py"), "--build",
+             str(tmp_path / "_build"), "--json", str(tmp_path / "report.json"), "--quiet"],
+            capture_output=True, text=True)  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        pages = json.loads((tmp_path / "report.json").read_text())["pages"]
+        methods = {p["page"]: p["method"] for p in pages}
+        return {name: (float(a), float(b)) for name, a, b in found}, methods, log
+
+    times, methods, log = build()
+    assert "executing 3 pages, 2 at a time" in log
+    assert methods == {"index": "executed", "a": "executed", "b": "executed"}
+    spans = sorted(times.values())
+    overlaps = [b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)]
+    assert any(overlaps), f"no two pages ran at the same time: {spans}"
+    times_again, methods, log = build()
+    assert times_again == times  # nothing ran again
+    assert methods == {"index": "cached", "a": "cached", "b": "cached"}
+
+
+def test_a_page_that_fails_in_parallel_execution_fails_the_build_with_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    book = tiny_book(tmp_path, "A page that works", "print('fine')")
+    add_page(book, "broken", "A page that fails",
+             "raise ValueError('this cell is broken on purpose')")  # fmt: skip
+    monkeypatch.setenv("D2L_EXECUTE_JOBS", "2")
+    result = build_book(book, output=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "executing 2 pages, 2 at a time" in log
+    assert "broken failed in parallel execution" in log
+    assert "this cell is broken on purpose" in log  # myst-nb ran it again and reported it
+
+
+def test_a_bad_number_of_jobs_is_refused_with_what_to_set(monkeypatch: pytest.MonkeyPatch):
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import parallel_exec
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    for bad in ("two", "0"):
+        monkeypatch.setenv("D2L_EXECUTE_JOBS", bad)
+        with pytest.raises(ValueError, match="D2L_EXECUTE_JOBS must be"):
+            parallel_exec.default_jobs()
+    monkeypatch.setenv("D2L_EXECUTE_JOBS", "3")
+    assert parallel_exec.default_jobs() == 3
+    monkeypatch.delenv("D2L_EXECUTE_JOBS")
+    assert 1 <= parallel_exec.default_jobs() <= parallel_exec.MAX_DEFAULT_JOBS
+
+
+def test_every_chapter_has_an_execution_time_for_the_order_of_execution():
+    """_ext/exec_times.json orders the parallel execution: it names the chapters of the
+    table of contents, and only them (a stale name would hide a missing one)."""
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import parallel_exec
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    chapters = {p for p in toc_pages() if p.startswith("chapters/")}
+    seconds = parallel_exec.expected_seconds()
+    assert set(seconds) == chapters
+    assert all(s > 0 for s in seconds.values())
 
 
 def test_a_cell_that_raises_fails_the_build(tmp_path: Path):

@@ -99,13 +99,24 @@ def load_environment(build: Path) -> Any:
         ) from error
 
 
+#: In the cache folder: the records the build's parallel step executed and wrote
+#: (_ext/parallel_exec.py); myst-nb then reads them as cache hits.
+EXECUTED_FILE = "d2l-executed.json"
+
+
 def _cache_times(cache_path: Path) -> set[float] | None:
-    """Creation times of the records in a jupyter-cache folder; None when there is none."""
+    """Creation times of the records in a jupyter-cache folder that were there before
+    the last build (not executed by it); None when there is no cache."""
     if not (cache_path / "global.db").is_file():
         return None  # get_cache() would create an empty cache here: don't
     from jupyter_cache import get_cache
 
-    return {record.created.timestamp() for record in get_cache(cache_path).list_cache_records()}
+    try:
+        executed = set(json.loads((cache_path / EXECUTED_FILE).read_text())["records"])
+    except (OSError, ValueError, KeyError, TypeError):
+        executed = set()
+    return {record.created.timestamp() for record in get_cache(cache_path).list_cache_records()
+            if record.pk not in executed}  # fmt: skip
 
 
 def _method(mode: str, mtime: float, cache_times: set[float] | None) -> str:
@@ -114,7 +125,8 @@ def _method(mode: str, mtime: float, cache_times: set[float] | None) -> str:
     if cache_times is None:
         return "unknown"
     # myst-nb sets a hit's mtime to `record.created.timestamp()`, the very computation
-    # done here; an executed page gets the time after the record was written.
+    # done here; an executed page gets the time after the record was written, and one
+    # the parallel step executed is left out of cache_times.
     return "cached" if mtime in cache_times else "executed"
 
 
