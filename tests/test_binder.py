@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -594,26 +596,56 @@ def test_live_code_runs_the_page_and_trains_from_its_controls(browser, site: str
 PAGE_TIMEOUT_S = 1200
 
 
-@pytest.mark.binder
-@pytest.mark.parametrize("page", rehearsal_pages())
-def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str):
-    def run_page() -> subprocess.CompletedProcess[str]:
+Run = subprocess.CompletedProcess[str]
+
+
+def _run_page(binder_env: BinderEnv, page: str, env: dict[str, str]) -> Run:
+    def run() -> Run:
         return subprocess.run(
             [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"),
              f"{page}.md"],
-            cwd=binder_env.repo, env=binder_env.env, capture_output=True, text=True,
+            cwd=binder_env.repo, env=env, capture_output=True, text=True,
             timeout=PAGE_TIMEOUT_S,
         )  # fmt: skip
 
     try:
-        result = run_page()
+        return run()
     except subprocess.TimeoutExpired:
         # Seen before the CNN page's interact cell was tagged skip-execution: nbclient
         # waited on an idle kernel, both sides polling, past its own cell timeout (as in
         # nbclient's issue 312, a cell that displays into an ipywidgets Output). One retry
         # tells such a lost message from a page that really hangs, which fails again.
         binder_env.seconds[f"retried {page}"] = PAGE_TIMEOUT_S
-        result = run_page()
+        return run()
+
+
+@pytest.fixture(scope="module")
+def page_runs(binder_env: BinderEnv) -> Iterator[dict[str, Future[Run]]]:
+    """Every rehearsal page started in Binder's environment, as many at a time as the
+    book build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
+    first; each test waits for its own page."""
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import parallel_exec
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    jobs = parallel_exec.default_jobs()
+    env = dict(binder_env.env)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    expected = parallel_exec.expected_seconds()
+    pages = sorted(rehearsal_pages(), key=lambda p: expected.get(p, math.inf), reverse=True)
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        yield {page: pool.submit(_run_page, binder_env, page, env) for page in pages}
+    finally:  # the tests interrupted: start no other page
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.binder
+@pytest.mark.parametrize("page", rehearsal_pages())
+def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str,
+                                               page_runs: dict[str, Future[Run]]):  # fmt: skip
+    result = page_runs[page].result()
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{page} did not run:\n{(result.stdout + result.stderr)[-6000:]}"
     report = json.loads(lines[-1])
