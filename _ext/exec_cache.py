@@ -9,6 +9,9 @@ cache when the fingerprint differs, so every page runs again.
 
 ``D2L_EXECUTE=force`` empties the cache on every build (what CI does for a clean rebuild;
 ``make book-ci`` sets it).
+
+A page taken from the cache also gets its outputs into its notebook in
+``jupyter_execute/`` (myst-nb writes it without them), where the Colab notebooks come from.
 """
 
 from __future__ import annotations
@@ -80,7 +83,36 @@ def _check_cache(app: Sphinx) -> None:
     stamp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
+def _write_cached_outputs(app: Sphinx, doctree: Any) -> None:
+    """Put the cached outputs into the page's notebook in ``jupyter_execute/``.
+
+    On a cache hit myst-nb renders the cached outputs but writes the notebook as it read
+    it, without outputs (myst-nb 1.4: it merges into a copy). The Colab notebooks are
+    made from these files (tools/colab_notebooks.py), so after a page is read, its
+    notebook is rewritten with the outputs of its cache record.
+    """
+    env = app.env
+    config = getattr(env, "mystnb_config", None)
+    if config is None or config.execution_mode != "cache" or not config.output_folder:
+        return
+    written = Path(config.output_folder, *f"{env.docname}.ipynb".split("/"))
+    if not written.is_file():
+        return  # not a notebook page
+    import nbformat
+    from jupyter_cache import get_cache
+
+    notebook = nbformat.reads(written.read_text(encoding="utf8"), as_version=4)
+    if any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+        return  # executed in place: the outputs are there
+    try:
+        _, merged = get_cache(config.execution_cache_path).merge_match_into_notebook(notebook)
+    except KeyError:
+        return  # not in the cache (not executed, or failed)
+    written.write_text(nbformat.writes(merged), encoding="utf8")
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     # After myst-nb's own builder-inited handler, which sets the cache path.
     app.connect("builder-inited", _check_cache, priority=900)
+    app.connect("doctree-read", _write_cached_outputs)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -87,7 +87,8 @@ def add_page(book: Path, name: str, title: str, code: str) -> None:
 def _timed_page(runs: Path, name: str) -> str:
     """A cell that sleeps and appends "<name> <start> <end>" to ``runs``."""
     return ("import time\nstart = time.time()\ntime.sleep(3)\n"
-            f"open({str(runs)!r}, 'a').write(f'{name} {{start}} {{time.time()}}\\n')")  # fmt: skip
+            f"open({str(runs)!r}, 'a').write(f'{name} {{start}} {{time.time()}}\\n')\n"
+            f"print('{name} done')")  # fmt: skip
 
 
 def test_pages_execute_in_parallel_once_each_and_are_reported_as_executed(
@@ -117,15 +118,24 @@ def test_pages_execute_in_parallel_once_each_and_are_reported_as_executed(
         methods = {p["page"]: p["method"] for p in pages}
         return {name: (float(a), float(b)) for name, a, b in found}, methods, log
 
+    def outputs(name: str) -> list[str]:
+        """The text outputs of the page's notebook in jupyter_execute/ (the Colab
+        notebooks are made from these)."""
+        nb = json.loads((tmp_path / "_build" / "jupyter_execute" / f"{name}.ipynb").read_text())
+        texts = [o.get("text", "") for c in nb["cells"] for o in c.get("outputs", [])]
+        return ["".join(t) for t in texts]  # nbformat may store a text as its lines
+
     times, methods, log = build()
     assert "executing 3 pages, 2 at a time" in log
     assert methods == {"index": "executed", "a": "executed", "b": "executed"}
     spans = sorted(times.values())
     overlaps = [b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)]
     assert any(overlaps), f"no two pages ran at the same time: {spans}"
+    assert all(outputs(name) == [f"{name} done\n"] for name in times)
     times_again, methods, log = build()
     assert times_again == times  # nothing ran again
     assert methods == {"index": "cached", "a": "cached", "b": "cached"}
+    assert all(outputs(name) == [f"{name} done\n"] for name in times)  # from the cache
 
 
 def test_a_page_that_fails_in_parallel_execution_fails_the_build_with_its_error(
