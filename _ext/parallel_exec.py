@@ -31,7 +31,7 @@ import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -88,6 +88,11 @@ class Pending:
     allow_errors: bool
 
 
+def threads_per_job(jobs: int) -> int:
+    """The cores each of ``jobs`` kernels gets (``OMP_NUM_THREADS``)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: bool,
              threads: int) -> tuple[Any, float, str | None]:  # fmt: skip
     """In a worker process: execute ``notebook`` as myst-nb's cache client does; return
@@ -95,12 +100,9 @@ def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: 
     from jupyter_cache.executors.utils import single_nb_execution
 
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # the kernel inherits it
-    if cwd is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = single_nb_execution(notebook, cwd=tmp, timeout=timeout,
-                                         allow_errors=allow_errors, meta_override=True)  # fmt: skip
-    else:
-        result = single_nb_execution(notebook, cwd=cwd, timeout=timeout,
+    folder = tempfile.TemporaryDirectory() if cwd is None else nullcontext(cwd)
+    with folder as where:
+        result = single_nb_execution(notebook, cwd=where, timeout=timeout,
                                      allow_errors=allow_errors, meta_override=True)  # fmt: skip
     return result.nb, result.time, result.exc_string if result.err is not None else None
 
@@ -166,7 +168,7 @@ def execute_pending(cache_path: str, pending: list[Pending], jobs: int) -> list[
     from jupyter_cache.base import CacheBundleIn
 
     cache = get_cache(cache_path)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_job(jobs)
     # The longest pages first, so that the short ones fill in at the end.
     expected = expected_seconds()
     order = sorted(pending, key=lambda p: expected.get(p.docname, math.inf), reverse=True)

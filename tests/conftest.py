@@ -8,6 +8,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,6 +26,16 @@ import torch
 from .browser_helpers import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the file ``path`` (a script, a Sphinx extension) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # what dataclasses look their module up in
+    spec.loader.exec_module(module)
+    return module
 
 
 def git(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[bytes]:

@@ -27,7 +27,6 @@ PyPI's CUDA build of torch 2.14.1 and the CUDA packages it needs instead of Bind
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -52,7 +51,7 @@ import pytest
 import yaml
 
 from .browser_helpers import open_offline
-from .conftest import ROOT, git, toc_pages
+from .conftest import ROOT, git, load_module, toc_pages
 
 BINDER = ROOT / "binder"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -60,12 +59,7 @@ CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
 
 
 def _make_requirements() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_requirements",
-                                                  BINDER / "make_requirements.py")  # fmt: skip
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(BINDER / "make_requirements.py", "make_requirements")
 
 
 def _pins(text: str) -> dict[str, str]:
@@ -624,14 +618,10 @@ def page_runs(binder_env: BinderEnv) -> Iterator[dict[str, Future[Run]]]:
     """Every rehearsal page started in Binder's environment, as many at a time as the
     book build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
     first; each test waits for its own page."""
-    sys.path.insert(0, str(ROOT / "_ext"))
-    try:
-        import parallel_exec
-    finally:
-        sys.path.remove(str(ROOT / "_ext"))
+    parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
     jobs = parallel_exec.default_jobs()
     env = dict(binder_env.env)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    env.setdefault("OMP_NUM_THREADS", str(parallel_exec.threads_per_job(jobs)))
     expected = parallel_exec.expected_seconds()
     pages = sorted(rehearsal_pages(), key=lambda p: expected.get(p, math.inf), reverse=True)
     pool = ThreadPoolExecutor(max_workers=jobs)

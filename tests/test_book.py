@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, build_book, toc_pages
+from .conftest import ROOT, build_book, load_module, toc_pages
+
+parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
 
 pytestmark = pytest.mark.book
 
@@ -153,11 +155,6 @@ def test_a_page_that_fails_in_parallel_execution_fails_the_build_with_its_error(
 
 
 def test_a_bad_number_of_jobs_is_refused_with_what_to_set(monkeypatch: pytest.MonkeyPatch):
-    sys.path.insert(0, str(ROOT / "_ext"))
-    try:
-        import parallel_exec
-    finally:
-        sys.path.remove(str(ROOT / "_ext"))
     for bad in ("two", "0"):
         monkeypatch.setenv("D2L_EXECUTE_JOBS", bad)
         with pytest.raises(ValueError, match="D2L_EXECUTE_JOBS must be"):
@@ -171,11 +168,6 @@ def test_a_bad_number_of_jobs_is_refused_with_what_to_set(monkeypatch: pytest.Mo
 def test_every_chapter_has_an_execution_time_for_the_order_of_execution():
     """_ext/exec_times.json orders the parallel execution: it names the chapters of the
     table of contents, and only them (a stale name would hide a missing one)."""
-    sys.path.insert(0, str(ROOT / "_ext"))
-    try:
-        import parallel_exec
-    finally:
-        sys.path.remove(str(ROOT / "_ext"))
     chapters = {p for p in toc_pages() if p.startswith("chapters/")}
     seconds = parallel_exec.expected_seconds()
     assert set(seconds) == chapters

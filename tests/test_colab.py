@@ -11,7 +11,6 @@ notebook, from the book just built, then runs top to bottom.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,28 +20,19 @@ import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import ROOT, git, serving, toc_pages
+from .conftest import ROOT, git, load_module, serving, toc_pages
 
 CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
 REHEARSED = "chapters/softmax_regression"
 
 
-def _load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load(ROOT / "tools" / "colab_notebooks.py", "colab_notebooks")
-ext = _load(ROOT / "_ext" / "colab.py", "colab_ext")
+tool = load_module(ROOT / "tools" / "colab_notebooks.py", "colab_notebooks")
+ext = load_module(ROOT / "_ext" / "colab.py", "colab_ext")
 
 
 def _notebook(*code: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import importlib.util
 import itertools
 import json
 import math
@@ -48,6 +47,7 @@ from .browser_helpers import (
     wait_for_plots,
 )
 from .browser_helpers import readout as page_readout
+from .conftest import load_module
 
 AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier_normal"]}
 NUM_EPOCHS = 6
@@ -729,11 +729,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_offline_assets():
-    path = ROOT / "_ext" / "offline_assets.py"
-    spec = importlib.util.spec_from_file_location("offline_assets", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "_ext" / "offline_assets.py", "offline_assets")
 
 
 class FakeApp:
