@@ -268,3 +268,25 @@ def test_lenet_grid_stacks_on_cuda_and_equals_alone() -> None:
         alone = train_one(spec, replace(base, **run.config), data, device="cuda")
         assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=RTOL)
         assert run.history.val_loss == pytest.approx(alone.history.val_loss, rel=RTOL)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_models_built_on_the_cpu_stack_on_the_device_with_torch_func(device: str) -> None:
+    """build_model leaves the models on the CPU; torch.func's stack moves them all to
+    the training device (on a GPU, stacking the first there and the rest on the CPU
+    once failed), and each model ends there holding its trained weights."""
+    on = torch.device(device)
+    spec = ModelSpec("mlp", 144, 3, hidden_sizes=(16, 8))
+    base = TrainConfig(lr=0.1, num_epochs=1, batch_size=16)
+    configs = grid(base, lr=[0.1, 0.3], dropout=[0.2, 0.5])
+    models = [build_model(spec, c, on) for c in configs]
+    initial = [m.state_dict()["net.1.weight"].clone() for m in models]
+    results = fit_stacked(models, configs, images(), regression=False, device=on, fast=False)
+    assert all(p.device.type == device for m in models for p in m.parameters())
+    assert len(results) == 4 and all(h.train_loss and h.train_loss[-1] < 10 for h, _ in results)
+    for model, before in zip(models, initial, strict=True):
+        assert not torch.equal(model.state_dict()["net.1.weight"].cpu(), before)

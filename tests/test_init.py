@@ -59,3 +59,28 @@ def test_unknown_scheme_and_bad_std_are_rejected():
         init_weights(nn.Linear(2, 2), "glorot")
     with pytest.raises(ValueError, match="std"):
         init_weights(nn.Linear(2, 2), "normal", std=float("nan"))
+
+
+def draw_on_two_devices(device: str) -> tuple[nn.Module, nn.Module]:
+    models = []
+    for on in ("cpu", device):
+        model = MLP(20, (16, 8), 3).to(on)
+        models.append(init_weights(model, "kaiming_normal",
+                                   generator=torch.Generator().manual_seed(0)))  # fmt: skip
+    return models[0], models[1]
+
+
+def test_a_cpu_generator_initializes_a_model_on_another_device():
+    """The weights are drawn where the generator lives and copied to the model's device
+    (on a GPU, a CPU generator could not draw into a CUDA tensor). The meta device
+    stands in for the GPU here: the draw happens, the copy keeps the model's device."""
+    on_cpu, on_meta = draw_on_two_devices("meta")
+    assert all(p.device.type == "meta" for p in on_meta.parameters())
+    assert next(on_cpu.parameters()).std() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_one_seed_gives_one_model_on_cpu_and_gpu():
+    on_cpu, on_gpu = draw_on_two_devices("cuda")
+    for (name, a), b in zip(on_cpu.named_parameters(), on_gpu.parameters(), strict=True):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu()), name

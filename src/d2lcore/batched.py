@@ -209,8 +209,9 @@ class FuncStack:
         device: torch.device,
     ) -> None:
         self.device = device
-        self.base = models[0].to(device)  # its forward runs; its tensors are swapped out
-        params, buffers = stack_module_state(list(models))
+        models = [m.to(device) for m in models]  # stack_module_state needs one device
+        self.base = models[0]  # its forward runs; its tensors are swapped out
+        params, buffers = stack_module_state(models)
         self.names = list(params)
         self.params = [params[n].detach().to(device).requires_grad_() for n in self.names]
         self.model_dims = [0] * len(self.params)

@@ -60,7 +60,9 @@ def init_weights(
         scheme: one of :data:`INIT_SCHEMES`.
         std: standard deviation for ``"normal"``.
         generator: a generator to draw from (for a stream independent of the
-            global one); ``None`` uses torch's global generator.
+            global one); ``None`` uses torch's global generator. The weights are drawn
+            on the generator's device and copied to the model's, so one seed gives one
+            model on any device.
     Returns:
         the model, for chaining.
     """
@@ -73,8 +75,12 @@ def init_weights(
     for layer in model.modules():
         if not isinstance(layer, _LAYERS):
             continue
-        w = layer.weight
         with torch.no_grad():
+            # Drawn where the generator lives, then copied: a CPU generator initializes a
+            # model on a GPU too, with the same weights as on the CPU.
+            on = layer.weight.device if generator is None else generator.device
+            w = layer.weight if layer.weight.device == on else torch.empty_like(
+                layer.weight, device=on)  # fmt: skip
             if scheme == "zeros":
                 nn.init.zeros_(w)
             elif scheme == "normal":
@@ -87,6 +93,8 @@ def init_weights(
                 nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=generator)
             else:
                 nn.init.kaiming_normal_(w, nonlinearity="relu", generator=generator)
+            if w is not layer.weight:
+                layer.weight.copy_(w)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return model
