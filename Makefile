@@ -164,7 +164,8 @@ gpu-wheels: env
 	  --python-version $(GPU_PYTHON) --platform manylinux_2_28_x86_64 \
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels \
 	  $$(grep -v '^#' tools/gpu_wheels.txt | while read -r name; do \
-	       grep -i "^$${name}==" requirements.txt || echo "$$name"; done)
+	       grep -hi "^$${name}==" requirements.txt requirements-reference.txt \
+	         || echo "$$name"; done)
 	@du -sh .gpu-wheels
 
 clean:

@@ -34,19 +34,25 @@ def test_cells_are_read_as_jupytext_reads_them(page: Path) -> None:
 
 
 def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
-    """One real page passes, a page with a false assertion fails with its traceback and
-    line (after a skip-execution cell, which is skipped), both benchmarks run at their
-    smallest (d2lcore's side), and both report files are written."""
+    """One real page passes, a page with a false assertion fails with its traceback,
+    line and output (after a skip-execution cell, which is skipped, and a figure shown
+    with no nbformat, as on a bare GPU machine), the two pages run at once and are
+    reported in the order given, both benchmarks run at their smallest (d2lcore's side),
+    and both report files are written."""
     bad = tmp_path / "bad_page.md"
     bad.write_text("# A page\n\n```{code-cell} ipython3\nx = 1\nprint('accuracy 0.5')\n```\n\n"
                    "```{code-cell} ipython3\n:tags: [skip-execution]\n\n"
                    "raise RuntimeError('a cell the build skips')\n```\n\n"
+                   "```{code-cell} ipython3\nimport sys\nsys.modules['nbformat'] = None\n"
+                   "import plotly.graph_objects as go\ngo.Figure(go.Scatter(y=[1, 2])).show()\n"
+                   "```\n\n"
                    "text\n\n```{code-cell} ipython3\n:tags: [hide-input]\n\n"
-                   "assert x == 2, 'x is not 2'\n```\n")  # fmt: skip
+                   "print('x is', x)\nassert x == 2, 'x is not 2'\n```\n")  # fmt: skip
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_check.py"), str(out), "--profile", "cpu",
-         "--pages", "data_operations", str(bad), "--budget-min", "5", "--quick-bench"],
+         "--pages", "data_operations", str(bad), "--budget-min", "5", "--quick-bench",
+         "--jobs", "2"],
         capture_output=True, text=True, cwd=ROOT, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the bad page failed
@@ -55,9 +61,11 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert good["page"] == "data_operations" and good["status"] == "passed"
     assert good["cells_done"] == good["cells"] == len(gpu_check.read_cells(PAGES[0]))
     # The skip-execution cell is skipped, as the book's build skips it.
-    assert failed["status"] == "failed" and failed["cells_done"] == 2
-    assert failed["error"]["type"] == "AssertionError" and failed["error"]["line"] == 19
+    assert failed["status"] == "failed" and failed["cells_done"] == 3
+    assert failed["error"]["type"] == "AssertionError" and failed["error"]["line"] == 27
     assert "x is not 2" in failed["error"]["traceback"]
+    assert failed["error"]["stdout"] == "x is 1\n"
+    assert report["jobs"] == 2
     assert failed["key_numbers"] == ["accuracy 0.5"]
     assert report["environment"]["device"] == "cpu" and report["profile"] == "cpu"
     benches = {b["benchmark"].split()[0]: b for b in report["benchmarks"]}
@@ -67,6 +75,7 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert "speedup" in benches["benchmarks/bench_grid.py"]["output"]
     text = (out / "gpu_check.md").read_text()
     assert "| data_operations | passed |" in text and "AssertionError" in text
+    assert "2 run 2 at a time" in text and "x is 1" in text
 
 
 def test_budget_stops_cleanly(tmp_path: Path) -> None:

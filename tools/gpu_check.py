@@ -9,7 +9,7 @@ chapters' folder, cell by cell (its MyST code cells read as jupytext reads them)
 the page's own assertions; each cell is timed.
 
     python tools/gpu_check.py OUT [--profile gpu] [--budget-min 8] [--pages NAME ...]
-                              [--wheels .gpu-wheels] [--no-bench] [--quick-bench]
+                              [--jobs 1] [--wheels .gpu-wheels] [--no-bench] [--quick-bench]
 
 OUT receives ``gpu_check.json`` and ``gpu_check.md``: the device, torch and CUDA
 versions, each page's time, its slow (training) cells, the accuracies it printed, every
@@ -33,6 +33,7 @@ import tempfile
 import time
 import traceback
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,25 @@ def pages_in_toc(root: Path = ROOT) -> list[Path]:
     return [root / f"{name}.md" for name in re.findall(r"file:\s*(chapters/[\w-]+)", toc)]
 
 
+def figures_to_json() -> None:
+    """A script has no front end to show a figure to: ``fig.show()`` serializes the
+    figure (what a notebook's front end would receive) instead of asking for nbformat
+    or a browser."""
+    try:
+        import plotly.basedatatypes
+    except ImportError:  # the page reports the missing module itself
+        return
+
+    def show(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.to_json()
+
+    plotly.basedatatypes.BaseFigure.show = show  # type: ignore[method-assign]
+
+
 def run_page(page: Path, result_file: Path) -> int:
     """Execute ``page``'s cells in one namespace, timing each; after every cell, write
     what is known so far to ``result_file`` (a budget kill loses nothing)."""
+    figures_to_json()
     os.chdir(page.parent)
     sys.path.insert(0, str(page.parent))
     namespace: dict[str, Any] = {"__name__": "__main__"}
@@ -135,7 +152,8 @@ def run_page(page: Path, result_file: Path) -> int:
                       if f.filename == str(page)]  # fmt: skip
             result["error"] = {"cell": index, "line": frames[-1].lineno if frames else cell.line,
                                "type": type(err).__name__,
-                               "traceback": traceback.format_exc()[-6000:]}  # fmt: skip
+                               "traceback": traceback.format_exc()[-6000:],
+                               "stdout": out.getvalue()[-3000:]}  # fmt: skip
         result["cell_seconds"].append(round(time.perf_counter() - start, 3))
         result["stdout"].append(out.getvalue()[-4000:])
         result["done"] = index + 1 if result["error"] is None else index
@@ -228,6 +246,32 @@ def check_page(page: Path, env: dict[str, str], seconds_left: float) -> dict[str
     return report
 
 
+def check_pages(pages: list[Path], env: dict[str, str], budget: float, start: float,
+                jobs: int) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """Check ``pages``, ``jobs`` at a time, the longest first (by the book's recorded
+    execution times, ``_ext/exec_times.json``); a page that would start with under 5 s
+    of the budget left is not reached. Returns the reports and the pages not reached,
+    each in the order of ``pages``."""
+    times_file = ROOT / "_ext" / "exec_times.json"
+    times = json.loads(times_file.read_text())["seconds"] if times_file.is_file() else {}
+    order = sorted(range(len(pages)), key=lambda i: -times.get(
+        f"chapters/{pages[i].stem}", 0) if jobs > 1 else i)  # fmt: skip
+    done: dict[int, dict[str, Any] | None] = {}
+
+    def one(i: int) -> None:
+        left = budget - (time.perf_counter() - start)
+        done[i] = r = check_page(pages[i], env, left) if left >= 5 else None
+        if r is not None:
+            print(f"{r['page']}: {r['status']}, {r['seconds']:.1f} s, "
+                  f"{r['cells_done']}/{r['cells']} cells", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, i) for i in order]:
+            future.result()
+    reports = [r for i in range(len(pages)) if (r := done[i]) is not None]
+    return reports, [pages[i].stem for i in range(len(pages)) if done[i] is None]
+
+
 def check_benchmark(script: str, args: list[str], env: dict[str, str],
                     seconds_left: float) -> dict[str, Any]:  # fmt: skip
     start = time.perf_counter()
@@ -253,6 +297,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"CUDA {env['cuda']}, Python {env['python']}, {env['cpus']} CPUs",
         f"- profile: `{report['profile']}`, budget {report['budget_s']:.0f} s, "
         f"used {report['seconds']:.0f} s",
+        f"- pages: {len(report['pages'])} run {report['jobs']} at a time in "
+        f"{report['pages_seconds']:.0f} s (each page's own time: "
+        f"{sum(p['seconds'] for p in report['pages']):.0f} s in all)",
         "- modules the pages need that were missing: "
         f"{', '.join(env['missing_modules']) or 'none'}",
         "", "| page | status | seconds | cells | slow cells (line: s) | key numbers |",
@@ -275,6 +322,8 @@ def markdown(report: dict[str, Any]) -> str:
             e = p["error"]
             lines += ["", f"### {p['page']}, cell {e['cell']} (line {e['line']}): {e['type']}",
                       "", "```", e["traceback"].strip(), "```"]  # fmt: skip
+            if e.get("stdout", "").strip():
+                lines += ["", "What the cell printed:", "", "```", e["stdout"].strip(), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -289,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bench", action="store_true", help="skip the benchmarks")
     parser.add_argument("--quick-bench", action="store_true",
                         help="the benchmarks at their smallest (a rehearsal)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="pages run at once, longest first (default 1: each page's "
+                        "time is its own); the benchmarks always run alone")
     parser.add_argument("--run-page", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -296,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_page(args.run_page, args.result)
     if args.out is None:
         parser.error("give the folder for the report")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
 
     start = time.perf_counter()
     budget = args.budget_min * 60
@@ -310,18 +364,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "src"))
         os.environ["D2L_PROFILE"] = args.profile
         report: dict[str, Any] = {"environment": environment(), "profile": args.profile,
-                                  "budget_s": budget, "wheels": wheels, "pages": [],
+                                  "budget_s": budget, "jobs": args.jobs, "wheels": wheels,
+                                  "pages": [],
                                   "not_reached": [], "benchmarks": []}  # fmt: skip
         pages = pages_in_toc()
         if args.pages:
             by_name = {p.stem: p for p in pages}
             pages = [by_name.get(n) or Path(n).resolve() for n in args.pages]
-        for page in pages:
-            left = budget - (time.perf_counter() - start)
-            if left < 5:
-                report["not_reached"].append(page.stem)
-                continue
-            report["pages"].append(check_page(page, env, left))
+        page_env = dict(env)
+        if args.jobs > 1:  # share the cores out, as the book's parallel build does
+            page_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        pages_start = time.perf_counter()
+        checked, report["not_reached"] = check_pages(pages, page_env, budget, start, args.jobs)
+        report["pages"] = checked
+        report["pages_seconds"] = round(time.perf_counter() - pages_start, 1)
         if not args.no_bench:
             for script, full, quick in BENCHMARKS:
                 left = budget - (time.perf_counter() - start)
@@ -330,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 bench_args = quick if args.quick_bench else full
                 report["benchmarks"].append(check_benchmark(script, bench_args, env, left))
+                print(f"{script}: {report['benchmarks'][-1]['status']}, "
+                      f"{report['benchmarks'][-1]['seconds']:.0f} s", flush=True)
     report["seconds"] = round(time.perf_counter() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
