@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             figures = page.evaluate(
                 """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
                      .filter(gd => (gd.layout.sliders || []).length)
-                     .map(gd => [gd.id, gd.layout.sliders.map(s => s.name), gd.data.length,
+                     .map(gd => [gd.id, gd.layout.sliders.map(s => s.name),
+                                 (gd.d2lTraces || gd.data).length,
                                  gd.classList.contains('d2l-playground') ? 'playground'
                                  : gd.data[0].type || 'scatter'])"""
             )  # fmt: skip

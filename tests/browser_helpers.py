@@ -114,8 +114,9 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
     """What the figure shows now.
 
     Returns a dict with ``config`` (axis name -> the selected step's label, from the
-    sliders), ``actives`` (each slider's step index), ``visible`` (for each visible trace:
-    its ``index``, ``name``, ``type``, ``y`` data and ``z`` rows, ``None`` without),
+    sliders), ``actives`` (each slider's step index), ``traces`` (how many the figure
+    has, every configuration's), ``visible`` (for each visible trace: its ``index`` among
+    all of them, ``name``, ``type``, ``y`` data and ``z`` rows, ``None`` without),
     ``annotations`` (for each annotation in layout order: its ``name``, whether it is
     ``visible`` and its ``text`` as rendered in the page; the readout is named
     ``"readout"``, the panels' marks ``"diverged"``) and ``hash`` (the page's URL hash).
@@ -127,9 +128,12 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
           const config = {};
           sliders.forEach(s => { config[s.name] = s.steps[s.active || 0].label; });
           const visible = [];
-          gd.data.forEach((t, index) => {
+          // d2lcore.sliders gives plotly only the selected configuration's traces
+          // (sliders.js); the others wait in gd.d2lTraces.
+          const first = gd.d2lTraces ? gd.d2lShown * gd.data.length : 0;
+          gd.data.forEach((t, j) => {
             if (t.visible === true || t.visible === undefined) {
-              visible.push({index: index, name: t.name, type: t.type || 'scatter',
+              visible.push({index: first + j, name: t.name, type: t.type || 'scatter',
                             y: Array.from(t.y || []),
                             z: t.z ? Array.from(t.z, row => Array.from(row)) : null});
             }
@@ -140,7 +144,8 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
                     text: el ? el.textContent : ''};
           });
           return {config: config, actives: sliders.map(s => s.active || 0),
-                  visible: visible, annotations: annotations, hash: window.location.hash};
+                  traces: (gd.d2lTraces || gd.data).length, visible: visible,
+                  annotations: annotations, hash: window.location.hash};
         }""",
         fig_id,
     )
@@ -205,9 +210,10 @@ def redraw_times(page: Any, fig_id: str, slider: int, repeats: int) -> tuple[flo
         """async ([id, slider, repeats]) => { const gd = document.getElementById(id);
              const frame = () => new Promise(r => requestAnimationFrame(() => r()));
              const redraw = [], floor = [];
+             const steps = Math.min(3, gd.layout.sliders[slider].steps.length);
              for (let j = 0; j < repeats; j++) {
                let t0 = performance.now();
-               gd.layout.sliders[slider].active = j % 3;
+               gd.layout.sliders[slider].active = j % steps;
                gd.emit('plotly_sliderchange', {interaction: true});
                await frame();
                redraw.push(performance.now() - t0);

@@ -13,13 +13,19 @@
  * its traces, rewrites its readout and mirrors the selection into the URL hash
  * (#<id>:lr=0.1,dropout=0.5) so that a link reopens it.
  *
+ * The figure keeps every configuration's traces aside (gd.d2lTraces) and gives plotly
+ * only the selected configuration's (Plotly.react): a redraw then costs what one
+ * configuration costs, not what all of them together cost, as toggling every trace's
+ * `visible` did. gd.d2lShown is the configuration shown, so that trace j of gd.data is
+ * trace d2lShown * per_config + j of gd.d2lTraces.
+ *
  * The book loads this file once per page (after plotly.js); a notebook rendered
  * elsewhere carries it inline, defined only when the page does not have it yet.
  */
 (function (root) {
   'use strict';
 
-  var VERSION = 2;
+  var VERSION = 3;
   if (root.d2lSliders && root.d2lSliders.version >= VERSION) {
     return;
   }
@@ -29,13 +35,24 @@
     return h ? h.split('&') : [];
   }
 
+  function copy(obj) {
+    var out = {};
+    for (var key in obj) {
+      if (Object.prototype.hasOwnProperty.call(obj, key)) { out[key] = obj[key]; }
+    }
+    return out;
+  }
+
   function attach(plotId, S) {
     var gd = document.getElementById(plotId);
-    var total = S.strides.length ? S.strides[0] * S.values[0].length : 1;
+    var all = gd.data;  // every configuration's traces, in grid order
     var shown = -1;
+    gd.d2lTraces = all;
 
-    function actives() {
-      return gd.layout.sliders.map(function (s) { return s.active || 0; });
+    function actives() {  // each slider's step, within its steps
+      return gd.layout.sliders.map(function (s, i) {
+        return Math.max(0, Math.min(s.active || 0, S.values[i].length - 1));
+      });
     }
 
     function flat(a) {
@@ -48,20 +65,26 @@
       var k = flat(a);
       if (k === shown && !moveSliders) { return; }
       shown = k;
-      var vis = [];
-      for (var t = 0; t < total * S.per_config; t++) {
-        vis.push(Math.floor(t / S.per_config) === k);
-      }
-      var lay = {};
-      lay['annotations[' + S.readout_annotation + '].text'] = S.readouts[k];
+      var data = all.slice(k * S.per_config, (k + 1) * S.per_config).map(function (t) {
+        var trace = copy(t);  // the same data arrays: nothing is copied but the keys
+        trace.visible = true;
+        return trace;
+      });
+      // A new layout object with new annotations (and sliders), so that react sees
+      // what changed; everything else is shared with the old layout.
+      var lay = copy(gd.layout);
+      lay.annotations = (gd.layout.annotations || []).map(copy);
+      lay.annotations[S.readout_annotation].text = S.readouts[k];
       S.diverged_annotations.forEach(function (j) {
-        lay['annotations[' + j + '].text'] = S.diverged[k];
-        lay['annotations[' + j + '].visible'] = S.diverged[k] !== '';
+        lay.annotations[j].text = S.diverged[k];
+        lay.annotations[j].visible = S.diverged[k] !== '';
       });
       if (moveSliders) {
-        a.forEach(function (v, i) { lay['sliders[' + i + '].active'] = v; });
+        lay.sliders = gd.layout.sliders.map(copy);
+        a.forEach(function (v, i) { lay.sliders[i].active = v; });
       }
-      root.Plotly.update(gd, {visible: vis}, lay);
+      gd.d2lShown = k;
+      root.Plotly.react(gd, data, lay);
     }
 
     function mine(part) { return part.indexOf(S.id + ':') === 0; }
@@ -120,7 +143,9 @@
       toHash(a);
     });
     root.addEventListener('hashchange', restore);
-    shown = flat(actives());
+    // From now on plotly holds one configuration's traces: the one the sliders select,
+    // or the one the address names.
+    if (!fromHash()) { show(actives(), false); }
     restore();
   }
 
