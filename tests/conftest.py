@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,6 +112,35 @@ def one_thread() -> Iterator[None]:
 BOOK_BUILD_TIMEOUT_S = 1500
 
 
+#: Processes started by ``run_process`` and not yet ended: what the end of an interrupted
+#: session stops (a set-up in the background would otherwise run on after pytest).
+_LIVE: set[subprocess.Popen[str]] = set()
+
+
+def run_process(cmd: list[str], *, timeout: float | None = None,
+                **kwargs: Any) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``subprocess.run(cmd, capture_output=True, text=True, ...)`` in its own process
+    group: past ``timeout``, or when the caller is interrupted, the command and every
+    process it started are killed (then ``TimeoutExpired`` or the interruption raised)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)  # fmt: skip
+    _LIVE.add(proc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the timeout, or the tests interrupted (Ctrl-C)
+        _kill(proc)
+        proc.communicate()
+        raise
+    finally:
+        _LIVE.discard(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def build_book(source: Path, *, output: Path | None = None,
                timeout: float = 3600) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Build a book the way CI does: every cell executed, every warning an error. Past
@@ -120,32 +151,137 @@ def build_book(source: Path, *, output: Path | None = None,
         cmd += ["--path-output", str(output)]
     env = dict(os.environ)
     env.setdefault("D2L_CACHE_DIR", str(ROOT / ".d2l_cache"))
-    # Its own process group, so that a timeout also ends the kernels it started.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)  # fmt: skip
+    return run_process(cmd, timeout=timeout, env=env)
+
+
+# ----------------------------------------------------------------------------------
+# Slow set-ups, started in the background as soon as the tests are collected
+#
+# The book build (about 7 min) and Binder's environment (about 3 min of pip) each keep
+# only part of the 2 cores busy for much of their time: the book's last pages execute
+# alone, pip mostly unpacks. Run one after the other before the tests that need them,
+# they made ``make test`` 10 minutes longer than it needs to be. So each is started in
+# a thread when the session's tests are collected (if a selected test needs it), the
+# tests that need none of them run first, meanwhile, and a test that needs one waits
+# for it.
+
+
+@dataclass
+class Background:
+    """A set-up run in a daemon thread: ``result()`` waits for it and returns its value,
+    or raises what it raised (``pytest.fail`` included) in the test that waits."""
+
+    name: str
+    start: Callable[[], Any]
+    cleanup: Callable[[Any], None] | None = None
+    _thread: threading.Thread | None = None
+    _value: Any = None
+    _error: BaseException | None = None
+    _taken: bool = False
+
+    def begin(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self.start()
+        except BaseException as error:  # noqa: BLE001 (handed to the test that waits)
+            self._error = error
+
+    def result(self) -> Any:
+        """The set-up's value (started now if it was not); whoever takes it cleans up."""
+        self.begin()
+        assert self._thread is not None
+        self._thread.join()
+        self._taken = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def abandon(self) -> None:
+        """At the session's end: clean up a value no test took (the tests interrupted)."""
+        if self._thread is None or self._taken:
+            return
+        self._thread.join(timeout=600)
+        if self._error is None and self.cleanup is not None and not self._thread.is_alive():
+            self.cleanup(self._value)
+
+
+#: The set-ups to start in the background, by the name of the fixture that takes them.
+BACKGROUND: dict[str, Background] = {}
+
+
+def in_background(fixture: str, start: Callable[[], Any],
+                  cleanup: Callable[[Any], None] | None = None) -> None:  # fmt: skip
+    """Start ``start()`` in the background when a selected test uses ``fixture``, which
+    takes its value with ``BACKGROUND[fixture].result()`` and then owns it; ``cleanup``
+    ends a value no test took."""
+    BACKGROUND[fixture] = Background(fixture, start, cleanup)
+
+
+#: Fixtures whose work runs in the background while other tests run: the tests that
+#: wait for it go last (Binder's page runs, started with Binder's environment).
+RUN_LAST = {"page_runs"}
+
+
+def _order(item: pytest.Item) -> int:
+    names = set(getattr(item, "fixturenames", ()))
+    return 2 if names & RUN_LAST else 1 if names & BACKGROUND.keys() else 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The tests that need no background set-up first, so that they run while the set-ups
+    # do; the tests that wait for background work last. A stable sort keeps each group's
+    # order.
+    items.sort(key=_order)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())
+              if name in BACKGROUND}  # fmt: skip
+    for name in sorted(needed):
+        BACKGROUND[name].begin()
+
+
+def pytest_sessionfinish() -> None:
+    # Every fixture is torn down by now: a process still running is a set-up no test
+    # waited for (the tests were interrupted).
+    for proc in list(_LIVE):
+        _kill(proc)
+    for job in BACKGROUND.values():
+        job.abandon()
+
+
+def _build_the_book() -> subprocess.CompletedProcess[str] | None:
+    """The book built into ``_build/html`` (None: ``D2L_REUSE_BUILD`` kept a build)."""
+    html = ROOT / "_build" / "html"
+    if os.environ.get("D2L_REUSE_BUILD") == "1" and (html / "index.html").is_file():
+        return None
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:  # the timeout, or the tests interrupted (Ctrl-C)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        return build_book(ROOT, timeout=BOOK_BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return build_book(ROOT, timeout=BOOK_BUILD_TIMEOUT_S)  # see BOOK_BUILD_TIMEOUT_S
+
+
+in_background("built_book", _build_the_book)
 
 
 @pytest.fixture(scope="session")
 def built_book() -> Path:
-    """``_build/html`` of this repository, built once per test session.
+    """``_build/html`` of this repository, built once per test session (in the
+    background, from the start of the session).
 
     ``D2L_REUSE_BUILD=1`` reuses an existing build (for iterating on the browser tests);
     CI never sets it.
     """
     html = ROOT / "_build" / "html"
-    if os.environ.get("D2L_REUSE_BUILD") == "1" and (html / "index.html").is_file():
+    result = BACKGROUND["built_book"].result()
+    if result is None:
         return html
-    try:
-        result = build_book(ROOT, timeout=BOOK_BUILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        result = build_book(ROOT, timeout=BOOK_BUILD_TIMEOUT_S)  # see BOOK_BUILD_TIMEOUT_S
     log = ROOT / "_build" / "build.log"
     log.parent.mkdir(exist_ok=True)
     log.write_text(result.stdout + result.stderr)

@@ -51,7 +51,7 @@ import pytest
 import yaml
 
 from .browser_helpers import open_offline
-from .conftest import ROOT, git, load_module, toc_pages
+from .conftest import BACKGROUND, ROOT, git, in_background, load_module, run_process, toc_pages
 
 BINDER = ROOT / "binder"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -250,6 +250,9 @@ class BinderEnv:
     prefix: Path  # the virtual environment
     env: dict[str, str]  # what every command here runs with
     seconds: dict[str, float] = field(default_factory=dict)
+    # The rehearsal's page runs, once started (see the ``binder_env`` fixture).
+    pool: ThreadPoolExecutor | None = None
+    page_runs: dict[str, Future[subprocess.CompletedProcess[str]]] = field(default_factory=dict)
 
     @property
     def python(self) -> Path:
@@ -260,8 +263,8 @@ class BinderEnv:
         """Run ``cmd`` in the copy with the environment's bin/ first on PATH; time it
         under ``step`` and, with ``check``, fail with its output when it fails."""
         start = time.perf_counter()
-        result = subprocess.run([str(c) for c in cmd], cwd=self.repo, env=self.env,
-                                capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        result = run_process([str(c) for c in cmd], cwd=self.repo, env=self.env,
+                             timeout=timeout)  # fmt: skip
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
         if check and result.returncode != 0:
             pytest.fail(f"{step} failed ({' '.join(map(str, cmd))}):\n"
@@ -352,9 +355,9 @@ def _seed_cache(request: pytest.FixtureRequest, cache: Path) -> None:
         shutil.copytree(source, cache, dirs_exist_ok=True)
 
 
-@pytest.fixture(scope="module")
-def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
-    """Binder's environment, built from binder/ alone into a fresh virtual environment."""
+def _build_binder_env() -> BinderEnv:
+    """Binder's environment, built from binder/ alone into a fresh virtual environment
+    (in the background from the start of the session: conftest.in_background)."""
     # Not under pytest's tmp_path: the environment takes several GB and pytest keeps the
     # folders of the last three sessions.
     tmp = Path(tempfile.mkdtemp(prefix="d2l-binder-"))
@@ -372,7 +375,6 @@ def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
     )
     be = BinderEnv(repo=tmp / "repo", prefix=prefix, env=env)
     try:
-        _seed_cache(request, tmp / "cache")
         _copy_repository(be.repo)
         be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
         # repo2docker's environment comes with a current pip, JupyterLab 4 and Notebook 7
@@ -386,11 +388,36 @@ def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
         be.run("pip install -r binder/requirements.txt",
                [*pip, "-r", "binder/requirements.txt"])  # fmt: skip
         be.run("binder/postBuild", ["./binder/postBuild"])
+    except BaseException:
+        _remove_binder_env(be)
+        raise
+    return be
+
+
+def _remove_binder_env(be: BinderEnv) -> None:
+    times = {step: round(s, 1) for step, s in be.seconds.items()}
+    print(f"\nBinder rehearsal, seconds: {json.dumps(times)}")
+    shutil.rmtree(be.prefix.parent, ignore_errors=True)
+
+
+in_background("binder_env", _build_binder_env, _remove_binder_env)
+
+
+@pytest.fixture(scope="session")
+def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
+    """Binder's environment, its grid cache seeded from the book build's. When a selected
+    test waits for a page's run (``page_runs``), every page starts now, in the
+    background; conftest orders those tests last, after the browser tests."""
+    be: BinderEnv = BACKGROUND["binder_env"].result()
+    try:
+        _seed_cache(request, Path(be.env["D2L_CACHE_DIR"]))
+        if any("page_runs" in getattr(item, "fixturenames", ()) for item in request.session.items):
+            _start_page_runs(be)
         yield be
     finally:
-        times = {step: round(s, 1) for step, s in be.seconds.items()}
-        print(f"\nBinder rehearsal, seconds: {json.dumps(times)}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if be.pool is not None:  # the tests interrupted: start no other page
+            be.pool.shutdown(wait=True, cancel_futures=True)
+        _remove_binder_env(be)
 
 
 @pytest.mark.binder
@@ -595,11 +622,10 @@ Run = subprocess.CompletedProcess[str]
 
 def _run_page(binder_env: BinderEnv, page: str, env: dict[str, str]) -> Run:
     def run() -> Run:
-        return subprocess.run(
+        return run_process(
             [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"),
              f"{page}.md"],
-            cwd=binder_env.repo, env=env, capture_output=True, text=True,
-            timeout=PAGE_TIMEOUT_S,
+            cwd=binder_env.repo, env=env, timeout=PAGE_TIMEOUT_S,
         )  # fmt: skip
 
     try:
@@ -613,22 +639,27 @@ def _run_page(binder_env: BinderEnv, page: str, env: dict[str, str]) -> Run:
         return run()
 
 
-@pytest.fixture(scope="module")
-def page_runs(binder_env: BinderEnv) -> Iterator[dict[str, Future[Run]]]:
-    """Every rehearsal page started in Binder's environment, as many at a time as the
-    book build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
-    first; each test waits for its own page."""
+def _start_page_runs(be: BinderEnv) -> None:
+    """Start every rehearsal page in Binder's environment, as many at a time as the book
+    build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
+    first."""
     parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
     jobs = parallel_exec.default_jobs()
-    env = dict(binder_env.env)
+    env = dict(be.env)
     env.setdefault("OMP_NUM_THREADS", str(parallel_exec.threads_per_job(jobs)))
     expected = parallel_exec.expected_seconds()
     pages = sorted(rehearsal_pages(), key=lambda p: expected.get(p, math.inf), reverse=True)
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        yield {page: pool.submit(_run_page, binder_env, page, env) for page in pages}
-    finally:  # the tests interrupted: start no other page
-        pool.shutdown(wait=True, cancel_futures=True)
+    be.pool = ThreadPoolExecutor(max_workers=jobs)
+    be.page_runs = {page: be.pool.submit(_run_page, be, page, env) for page in pages}
+
+
+@pytest.fixture(scope="session")
+def page_runs(binder_env: BinderEnv) -> dict[str, Future[Run]]:
+    """Every rehearsal page's run in Binder's environment (started with the environment);
+    each test waits for its own page."""
+    if binder_env.pool is None:
+        _start_page_runs(binder_env)
+    return binder_env.page_runs
 
 
 @pytest.mark.binder
