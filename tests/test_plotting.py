@@ -11,6 +11,7 @@ from d2lcore.plotting import (
     percent_heatmap,
     plot_history,
     plot_lines,
+    tile,
     use_book_renderer,
 )
 from d2lcore.train import History
@@ -82,3 +83,28 @@ def test_percent_heatmap_stores_whole_percents_in_one_byte():
         percent_heatmap(np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         percent_heatmap(np.array([[np.nan]]))
+
+
+def test_tile_lays_images_out_with_gaps_and_centres_smaller_ones():
+    big = np.arange(1, 13, dtype=float).reshape(3, 4)
+    small = np.full((1, 2), -1.0)
+    t = tile([big, small, torch.tensor(big) * 2], cols=2, row_gap=2, col_gap=1)
+    assert t.array.shape == (3 + 2 + 3, 4 + 1 + 4)
+    assert t.corners == [(0, 0), (1, 6), (5, 0)]  # the small one centred in its cell
+    np.testing.assert_array_equal(t.image(0), big)
+    np.testing.assert_array_equal(t.image(1), small)
+    np.testing.assert_array_equal(t.image(2), 2 * big)
+    # Everything else is blank.
+    assert np.count_nonzero(t.array) == big.size * 2 + small.size
+    assert t.array[:, 4].tolist() == [0.0] * 8 and t.array[3:5].max() == 0.0
+
+
+@pytest.mark.parametrize("images, kwargs, message", [
+    ([], {"cols": 2}, "no images"),
+    ([np.zeros(3)], {"cols": 2}, "2-D"),
+    ([np.zeros((2, 2))], {"cols": 0}, "cols must be at least 1"),
+    ([np.zeros((2, 2))], {"cols": 1, "row_gap": -1}, "gaps at least 0"),
+])  # fmt: skip
+def test_tile_refuses_what_it_cannot_lay_out(images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tile(images, **kwargs)
