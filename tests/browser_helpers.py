@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 _GD = "document.getElementById({fig_id!r})"
 
 
-def wait_for_plots(page: Any, timeout_ms: float = 15_000) -> None:
+def wait_for_plots(page: Any, timeout_ms: float = 30_000) -> None:
     """Wait until every plotly div on the page has been drawn (and has its sliders)."""
     page.wait_for_function(
         """() => {

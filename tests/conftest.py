@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -172,30 +172,34 @@ class Background:
     or raises what it raised (``pytest.fail`` included) in the test that waits."""
 
     name: str
-    start: Callable[[], Any]
+    start: Callable[[list[pytest.Item]], Any]  # given the session's selected tests
     cleanup: Callable[[Any], None] | None = None
+    stop: Callable[[], None] | None = None  # asks a running set-up to end early
+    _items: list[pytest.Item] = field(default_factory=list)
     _thread: threading.Thread | None = None
     _value: Any = None
     _error: BaseException | None = None
     _taken: bool = False
 
-    def begin(self) -> None:
+    def begin(self, items: list[pytest.Item] | None = None) -> None:
         if self._thread is None:
+            self._items = list(items or [])
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._value = self.start()
+            self._value = self.start(self._items)
         except BaseException as error:  # noqa: BLE001 (handed to the test that waits)
             self._error = error
 
-    def result(self) -> Any:
-        """The set-up's value (started now if it was not); whoever takes it cleans up."""
+    def result(self, *, take: bool = True) -> Any:
+        """The set-up's value (started now if it was not); whoever takes it cleans up
+        (another set-up that only reads it passes ``take=False``)."""
         self.begin()
         assert self._thread is not None
         self._thread.join()
-        self._taken = True
+        self._taken = self._taken or take
         if self._error is not None:
             raise self._error
         return self._value
@@ -213,12 +217,14 @@ class Background:
 BACKGROUND: dict[str, Background] = {}
 
 
-def in_background(fixture: str, start: Callable[[], Any],
-                  cleanup: Callable[[Any], None] | None = None) -> None:  # fmt: skip
-    """Start ``start()`` in the background when a selected test uses ``fixture``, which
-    takes its value with ``BACKGROUND[fixture].result()`` and then owns it; ``cleanup``
-    ends a value no test took."""
-    BACKGROUND[fixture] = Background(fixture, start, cleanup)
+def in_background(fixture: str, start: Callable[[list[pytest.Item]], Any],
+                  cleanup: Callable[[Any], None] | None = None,
+                  stop: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Start ``start(selected tests)`` in the background when a selected test uses
+    ``fixture``, which takes its value with ``BACKGROUND[fixture].result()`` and then
+    owns it; ``cleanup`` ends a value no test took, ``stop`` a set-up still running when
+    the session ends."""
+    BACKGROUND[fixture] = Background(fixture, start, cleanup, stop)
 
 
 #: Fixtures whose work runs in the background while other tests run: the tests that
@@ -244,19 +250,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())
               if name in BACKGROUND}  # fmt: skip
     for name in sorted(needed):
-        BACKGROUND[name].begin()
+        BACKGROUND[name].begin(session.items)
 
 
 def pytest_sessionfinish() -> None:
     # Every fixture is torn down by now: a process still running is a set-up no test
     # waited for (the tests were interrupted).
+    for job in BACKGROUND.values():
+        if job.stop is not None:
+            job.stop()
     for proc in list(_LIVE):
         _kill(proc)
     for job in BACKGROUND.values():
         job.abandon()
 
 
-def _build_the_book() -> subprocess.CompletedProcess[str] | None:
+def _build_the_book(items: list[pytest.Item]) -> subprocess.CompletedProcess[str] | None:
     """The book built into ``_build/html`` (None: ``D2L_REUSE_BUILD`` kept a build)."""
     html = ROOT / "_build" / "html"
     if os.environ.get("D2L_REUSE_BUILD") == "1" and (html / "index.html").is_file():

@@ -355,7 +355,7 @@ def _seed_cache(request: pytest.FixtureRequest, cache: Path) -> None:
         shutil.copytree(source, cache, dirs_exist_ok=True)
 
 
-def _build_binder_env() -> BinderEnv:
+def _build_binder_env(items: list[pytest.Item]) -> BinderEnv:
     """Binder's environment, built from binder/ alone into a fresh virtual environment
     (in the background from the start of the session: conftest.in_background)."""
     # Not under pytest's tmp_path: the environment takes several GB and pytest keeps the

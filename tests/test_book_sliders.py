@@ -12,11 +12,14 @@ import math
 import random
 import re
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from .browser_helpers import (
+    CHROMIUM_ARGS,
     figure_state,
     move_slider,
     open_offline,
@@ -24,7 +27,7 @@ from .browser_helpers import (
     redraw_times,
     wait_for_plots,
 )
-from .conftest import toc_pages
+from .conftest import BACKGROUND, CHROMIUM, ROOT, in_background, serving, toc_pages
 
 pytestmark = pytest.mark.browser
 
@@ -86,10 +89,9 @@ def test_some_page_has_slider_figures(built_book: Path):
     assert slider_pages(built_book), "no built page has a slider figure"
 
 
-@pytest.mark.parametrize("page_name", toc_pages())
-def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str):
-    if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
-        pytest.skip("no slider figure on this page")
+def _check_every_slider(browser, site: str, page_name: str) -> None:
+    """Every slider figure of a page: each control through every position, alone and in
+    combination, showing exactly the selected configuration with its own readout."""
     problems: list[str] = []
     page, fig_ids = _open_slider_page(browser, f"{site}/{page_name}.html", problems)
     rng = random.Random(0)
@@ -123,6 +125,95 @@ def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, pag
         assert len(set(readouts.values())) == len(readouts) > 1
     page.close()
     assert not problems, "\n".join(problems)
+
+
+class SliderChecks:
+    """The pages' slider checks, shared between this module's tests and a second browser
+    in a background thread (started once the book is built, see ``_check_in_background``):
+    whichever comes to a page first checks it, the other waits for its outcome. The
+    checks take minutes of one core, and the second core is idle for much of that time
+    once Binder's page runs end."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.claimed: dict[str, Future[None]] = {}
+        self.stopped = False
+
+    def claim(self, page_name: str) -> Future[None] | None:
+        """A future for ``page_name``'s check if this caller is the first, else None."""
+        with self.lock:
+            if page_name in self.claimed or self.stopped:
+                return None
+            future: Future[None] = Future()
+            future.set_running_or_notify_cancel()
+            self.claimed[page_name] = future
+            return future
+
+    def run(self, page_name: str, check: Callable[[], None]) -> None:
+        """Run ``check`` here, or wait for the background's run of it (and raise what it
+        raised)."""
+        future = self.claim(page_name)
+        if future is None:
+            self.claimed[page_name].result()
+            return
+        try:
+            check()
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        future.set_result(None)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+
+
+CHECKS = SliderChecks()
+
+
+def _check_in_background(items: list[pytest.Item]) -> None:
+    """Check the selected slider pages from the last one backwards, in a browser of this
+    thread's own, until this module's tests have reached (claimed) the rest."""
+    pages = [item.callspec.params["page_name"] for item in items
+             if getattr(item, "originalname", "") == "test_every_slider_moves_the_figure"]
+    result = BACKGROUND["built_book"].result(take=False)
+    html = ROOT / "_build" / "html"
+    if (result is not None and result.returncode != 0) or not Path(CHROMIUM).exists():
+        return  # the tests report it
+    from playwright.sync_api import sync_playwright
+
+    pages = [p for p in pages if SLIDER_MARK in (html / f"{p}.html").read_text()]
+    with serving(html) as (site, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for page_name in reversed(pages):
+                future = CHECKS.claim(page_name)
+                if future is None:
+                    continue
+                try:
+                    _check_every_slider(browser, site, page_name)
+                except BaseException as error:  # handed to the page's test
+                    future.set_exception(error)
+                else:
+                    future.set_result(None)
+        finally:
+            browser.close()
+
+
+in_background("slider_checks", _check_in_background, stop=CHECKS.stop)
+
+
+@pytest.fixture(scope="session")
+def slider_checks() -> SliderChecks:
+    return CHECKS
+
+
+@pytest.mark.parametrize("page_name", toc_pages())
+def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str,
+                                       slider_checks: SliderChecks):  # fmt: skip
+    if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
+        pytest.skip("no slider figure on this page")
+    slider_checks.run(page_name, lambda: _check_every_slider(browser, site, page_name))
 
 
 @pytest.mark.parametrize("page_name", toc_pages())
