@@ -10,8 +10,7 @@ it there, so when Sphinx reads the page, myst-nb finds it cached and executes no
 
 Each kernel gets ``OMP_NUM_THREADS`` = cores / jobs (unless the variable is set), so
 that the kernels share the cores instead of each starting a thread per core. The pages
-start longest first, by the times in ``exec_times.json`` (update them from
-``tools/exec_report.py`` when a page's time changes much; a new page starts first).
+start longest first (``exec_order.py``).
 
 A page that fails here is not cached: myst-nb then executes it itself when it reads it
 and reports the failure as it always does. With fewer than two pages to execute, or
@@ -24,10 +23,10 @@ The pages executed here are listed in the cache folder (``d2l-executed.json``), 
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,14 +39,18 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
+# exec_order.py is beside this file. Sphinx puts this folder on sys.path for its local
+# extensions; a test that loads this file by its path may not.
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from exec_order import longest_first, threads_per_job  # noqa: E402
+
 LOGGER = logging.getLogger(__name__)
 JOBS_ENV = "D2L_EXECUTE_JOBS"
 #: In the execution cache folder: the cache records this build's parallel step wrote.
 EXECUTED_FILE = "d2l-executed.json"
 MAX_DEFAULT_JOBS = 4
-#: Seconds per page, measured: the longest pages start first (a page missing there
-#: starts before all of them).
-TIMES_FILE = Path(__file__).with_name("exec_times.json")
 
 
 def default_jobs() -> int:
@@ -65,16 +68,6 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
 
 
-def expected_seconds() -> dict[str, float]:
-    """How long each page takes to execute, as last measured (``exec_times.json`` beside
-    this file): the order of execution only, so a missing or unreadable file is no error."""
-    try:
-        data = json.loads(TIMES_FILE.read_text())
-        return {str(page): float(s) for page, s in data["seconds"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
 @dataclass
 class Pending:
     """A page whose cells are not in the cache: what executing and caching it needs."""
@@ -86,11 +79,6 @@ class Pending:
     cwd: str | None  # None: a temporary folder (execution_in_temp)
     timeout: int | None
     allow_errors: bool
-
-
-def threads_per_job(jobs: int) -> int:
-    """The cores each of ``jobs`` kernels gets (``OMP_NUM_THREADS``)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: bool,
@@ -169,9 +157,8 @@ def execute_pending(cache_path: str, pending: list[Pending], jobs: int) -> list[
 
     cache = get_cache(cache_path)
     threads = threads_per_job(jobs)
-    # The longest pages first, so that the short ones fill in at the end.
-    expected = expected_seconds()
-    order = sorted(pending, key=lambda p: expected.get(p.docname, math.inf), reverse=True)
+    by_name = {p.docname: p for p in pending}
+    order = [by_name[name] for name in longest_first(by_name)]
     LOGGER.info(f"executing {len(order)} pages, {jobs} at a time ({threads} thread(s) "
                 f"each): {', '.join(p.docname for p in order)}")  # fmt: skip
     records = []

@@ -28,7 +28,6 @@ PyPI's CUDA build of torch 2.14.1 and the CUDA packages it needs instead of Bind
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -644,11 +643,11 @@ def _start_page_runs(be: BinderEnv) -> None:
     build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
     first."""
     parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
+    exec_order = load_module(ROOT / "_ext" / "exec_order.py", "exec_order")
     jobs = parallel_exec.default_jobs()
     env = dict(be.env)
-    env.setdefault("OMP_NUM_THREADS", str(parallel_exec.threads_per_job(jobs)))
-    expected = parallel_exec.expected_seconds()
-    pages = sorted(rehearsal_pages(), key=lambda p: expected.get(p, math.inf), reverse=True)
+    env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(jobs)))
+    pages = exec_order.longest_first(rehearsal_pages())
     be.pool = ThreadPoolExecutor(max_workers=jobs)
     be.page_runs = {page: be.pool.submit(_run_page, be, page, env) for page in pages}
 

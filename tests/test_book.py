@@ -14,6 +14,7 @@ import pytest
 from .conftest import ROOT, build_book, load_module, toc_pages
 
 parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
+exec_order = load_module(ROOT / "_ext" / "exec_order.py", "exec_order")
 
 pytestmark = pytest.mark.book
 
@@ -169,7 +170,7 @@ def test_every_chapter_has_an_execution_time_for_the_order_of_execution():
     """_ext/exec_times.json orders the parallel execution: it names the chapters of the
     table of contents, and only them (a stale name would hide a missing one)."""
     chapters = {p for p in toc_pages() if p.startswith("chapters/")}
-    seconds = parallel_exec.expected_seconds()
+    seconds = exec_order.expected_seconds()
     assert set(seconds) == chapters
     assert all(s > 0 for s in seconds.values())
 
@@ -216,3 +217,10 @@ def test_execution_cache_reruns_a_page_only_when_something_changed(tmp_path: Pat
     assert build_and_count() == 2
     monkeypatch.setenv("D2L_EXECUTE", "force")
     assert build_and_count() == 3  # forced
+
+
+def test_pages_start_longest_first_and_an_unmeasured_page_before_all():
+    seconds = exec_order.expected_seconds()
+    measured = sorted(seconds, key=seconds.__getitem__)  # shortest first
+    assert exec_order.longest_first([*measured, "chapters/new_page"]) == [
+        "chapters/new_page", *reversed(measured)]

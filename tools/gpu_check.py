@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -246,16 +247,24 @@ def check_page(page: Path, env: dict[str, str], seconds_left: float) -> dict[str
     return report
 
 
+def _exec_order() -> Any:
+    """``_ext/exec_order.py``, the book build's order of execution (no Sphinx needed)."""
+    spec = importlib.util.spec_from_file_location("exec_order", ROOT / "_ext" / "exec_order.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def check_pages(pages: list[Path], env: dict[str, str], budget: float, start: float,
                 jobs: int) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
     """Check ``pages``, ``jobs`` at a time, the longest first (by the book's recorded
     execution times, ``_ext/exec_times.json``); a page that would start with under 5 s
     of the budget left is not reached. Returns the reports and the pages not reached,
     each in the order of ``pages``."""
-    times_file = ROOT / "_ext" / "exec_times.json"
-    times = json.loads(times_file.read_text())["seconds"] if times_file.is_file() else {}
-    order = sorted(range(len(pages)), key=lambda i: -times.get(
-        f"chapters/{pages[i].stem}", 0) if jobs > 1 else i)  # fmt: skip
+    names = [f"chapters/{page.stem}" for page in pages]
+    order = ([names.index(n) for n in _exec_order().longest_first(names)] if jobs > 1
+             else list(range(len(pages))))  # fmt: skip
     done: dict[int, dict[str, Any] | None] = {}
 
     def one(i: int) -> None:
@@ -373,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             pages = [by_name.get(n) or Path(n).resolve() for n in args.pages]
         page_env = dict(env)
         if args.jobs > 1:  # share the cores out, as the book's parallel build does
-            page_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+            page_env.setdefault("OMP_NUM_THREADS", str(_exec_order().threads_per_job(args.jobs)))
         pages_start = time.perf_counter()
         checked, report["not_reached"] = check_pages(pages, page_env, budget, start, args.jobs)
         report["pages"] = checked

@@ -213,9 +213,9 @@ class FuncStack:
         self.base = models[0]  # its forward runs; its tensors are swapped out
         params, buffers = stack_module_state(models)
         self.names = list(params)
-        self.params = [params[n].detach().to(device).requires_grad_() for n in self.names]
+        self.params = [params[n].detach().requires_grad_() for n in self.names]
         self.model_dims = [0] * len(self.params)
-        self.buffers = {n: b.to(device) for n, b in buffers.items()}
+        self.buffers = dict(buffers)
         self.uniform_names = [f"{name}.uniforms" for name, _ in calls]
 
     @property
