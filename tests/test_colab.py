@@ -11,6 +11,7 @@ notebook, from the book just built, then runs top to bottom.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,16 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from .conftest import ROOT, git, load_module, serving, toc_pages
+from .conftest import (
+    BACKGROUND,
+    ROOT,
+    git,
+    in_background,
+    load_module,
+    run_process,
+    serving,
+    toc_pages,
+)
 
 CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
 REHEARSED = "chapters/softmax_regression"
@@ -162,7 +173,7 @@ def _link_torch(folder: Path) -> None:
                 (folder / name).symlink_to(base / name)
 
 
-@pytest.fixture(scope="module")
+@contextlib.contextmanager
 def fashion_mnist_mirror() -> Iterator[tuple[str, list[str]]]:
     """A local HTTP server with the four ``.gz`` files; yields its URL and the paths asked."""
     from d2lcore.data import FASHION_MNIST_FILES, find_fashion_mnist
@@ -188,73 +199,118 @@ print("PROBE " + json.dumps({
 """
 
 
-@pytest.mark.colab
-def test_chapter_notebook_runs_in_a_colab_like_environment(
-    built_book: Path, fashion_mnist_mirror: tuple[str, list[str]]
-):
-    url, asked = fashion_mnist_mirror
+@dataclass
+class ColabRun:
+    """What the rehearsal did, for the test to check (its folder is gone by then)."""
+
+    tmp: Path
+    venv: Path
+    commit: str
+    had_d2lcore: bool  # before the setup cell ran
+    result: subprocess.CompletedProcess[str] | None = None
+    probe: dict[str, Any] | None = None
+    asked: list[str] = field(default_factory=list)
+
+
+def _colab_rehearsal(items: list[pytest.Item]) -> ColabRun | None:
+    """The softmax chapter's notebook, from the book just built, run top to bottom in a
+    stand-in for Colab (see the module's docstring). It starts in the background as soon
+    as the book is built (conftest.in_background), beside the browser tests; None if the
+    book build failed (the tests report that)."""
+    built = BACKGROUND["built_book"].result(take=False)
+    if built is not None and built.returncode != 0:
+        return None
+    built_book = ROOT / "_build" / "html"
     tmp = Path(tempfile.mkdtemp(prefix="d2l-colab-"))
     try:
-        venv = tmp / "env"
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        python = venv / "bin" / "python"
-        purelib = subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True).stdout.strip()
-        # Colab's own torch: this environment's, through a .pth (pip sees it installed).
-        _link_torch(tmp / "colab-torch")
-        (Path(purelib) / "colab_torch.pth").write_text(f"{tmp / 'colab-torch'}\n")
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
-               and not k.startswith(("D2L_", "JUPYTER"))}  # fmt: skip
-        env.update(
-            PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            VIRTUAL_ENV=str(venv), HOME=str(tmp / "home"),
-            D2L_FASHION_MNIST_DIR=str(tmp / "data"), D2L_FASHION_MNIST_URL=url,
-            D2L_CACHE_DIR=str(tmp / "cache"),
-            # pip clones this checkout, which CI's root may not own (see conftest.git).
-            GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*",
-        )  # fmt: skip
-        (tmp / "data").mkdir()
-        # What Colab has before the first cell runs: a current pip, its Jupyter stack
-        # and numpy.
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-                       env=env, check=True)  # fmt: skip
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "ipykernel", "nbclient",
-                        "nbformat", "numpy"], env=env, check=True)  # fmt: skip
-        before = subprocess.run([python, "-c", "import d2lcore"], env=env, capture_output=True)
-        assert before.returncode != 0, "the stand-in for Colab already has d2lcore"
+        with fashion_mnist_mirror() as (url, asked):
+            run = _run_in_colab_stand_in(built_book, tmp, url)
+            run.asked = list(asked)
+        return run
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-        commit = git("rev-parse", "HEAD").stdout.decode().strip()
-        source = f"d2lcore @ git+file://{ROOT}@{commit}"
-        [notebook] = tool.write_notebooks(built_book.parent, tmp / "nb", source=source,
-                                          commit=commit, pages=[REHEARSED])  # fmt: skip
-        nb = json.loads(notebook.read_text())
-        nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe",
-                            "metadata": {}, "outputs": [], "source": PROBE})  # fmt: skip
-        notebook.write_text(json.dumps(nb))
-        runner = ("import sys, nbformat, nbclient\n"
-                  "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-                  "nbclient.NotebookClient(nb, timeout=900, kernel_name='python3').execute()\n"
-                  "nbformat.write(nb, sys.argv[1])\n")  # fmt: skip
-        result = subprocess.run([python, "-c", runner, notebook], cwd=notebook.parent, env=env,
-                                capture_output=True, text=True, timeout=1800)  # fmt: skip
-        assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
 
+def _run_in_colab_stand_in(built_book: Path, tmp: Path, url: str) -> ColabRun:
+    venv = tmp / "env"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    # Colab's own torch: this environment's, through a .pth (pip sees it installed).
+    _link_torch(tmp / "colab-torch")
+    (Path(purelib) / "colab_torch.pth").write_text(f"{tmp / 'colab-torch'}\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+           and not k.startswith(("D2L_", "JUPYTER"))}  # fmt: skip
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv), HOME=str(tmp / "home"),
+        D2L_FASHION_MNIST_DIR=str(tmp / "data"), D2L_FASHION_MNIST_URL=url,
+        D2L_CACHE_DIR=str(tmp / "cache"),
+        # pip clones this checkout, which CI's root may not own (see conftest.git).
+        GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*",
+    )  # fmt: skip
+    (tmp / "data").mkdir()
+    # What Colab has before the first cell runs: a current pip, its Jupyter stack and
+    # numpy.
+    run_process([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+                env=env).check_returncode()  # fmt: skip
+    run_process([str(python), "-m", "pip", "install", "--quiet", "ipykernel", "nbclient",
+                 "nbformat", "numpy"], env=env).check_returncode()  # fmt: skip
+    before = run_process([str(python), "-c", "import d2lcore"], env=env)
+
+    commit = git("rev-parse", "HEAD").stdout.decode().strip()
+    run = ColabRun(tmp=tmp, venv=venv, commit=commit, had_d2lcore=before.returncode == 0)
+    source = f"d2lcore @ git+file://{ROOT}@{commit}"
+    [notebook] = tool.write_notebooks(built_book.parent, tmp / "nb", source=source,
+                                      commit=commit, pages=[REHEARSED])  # fmt: skip
+    nb = json.loads(notebook.read_text())
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe",
+                        "metadata": {}, "outputs": [], "source": PROBE})  # fmt: skip
+    notebook.write_text(json.dumps(nb))
+    runner = ("import sys, nbformat, nbclient\n"
+              "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+              "nbclient.NotebookClient(nb, timeout=900, kernel_name='python3').execute()\n"
+              "nbformat.write(nb, sys.argv[1])\n")  # fmt: skip
+    run.result = run_process([str(python), "-c", runner, str(notebook)], cwd=notebook.parent,
+                             env=env, timeout=1800)  # fmt: skip
+    if run.result.returncode == 0:
         executed = json.loads(notebook.read_text())
         streams = [o.get("text", "") for c in executed["cells"] if c["cell_type"] == "code"
                    for o in c["outputs"]]  # fmt: skip
         text = "".join("".join(t) if isinstance(t, list) else t for t in streams)
-        probe = json.loads(text.split("PROBE ", 1)[1].splitlines()[0])
-        assert Path(probe["torch"]).parent.parent == tmp / "colab-torch", (
-            "the setup cell replaced the torch that was there", probe)
-        assert Path(probe["d2lcore"]).is_relative_to(venv), probe
-        assert probe["direct_url"]["vcs_info"]["commit_id"] == commit, probe
-        assert probe["data"] == str(tmp / "data"), probe
-        assert sorted(asked) == sorted(f"/{n}.gz" for n in _fashion_mnist_names()), asked
-        assert probe["profile"] is None  # no CUDA here: the page's default, cpu
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if "PROBE " in text:
+            run.probe = json.loads(text.split("PROBE ", 1)[1].splitlines()[0])
+    return run
+
+
+in_background("colab_run", _colab_rehearsal)
+
+
+@pytest.fixture(scope="session")
+def colab_run() -> ColabRun | None:
+    return BACKGROUND["colab_run"].result()
+
+
+@pytest.mark.colab
+def test_chapter_notebook_runs_in_a_colab_like_environment(built_book: Path,
+                                                           colab_run: ColabRun | None):  # fmt: skip
+    run = colab_run
+    assert run is not None, "the book build failed"
+    assert not run.had_d2lcore, "the stand-in for Colab already has d2lcore"
+    assert run.result is not None and run.result.returncode == 0, (
+        (run.result.stdout + run.result.stderr)[-6000:] if run.result else run)
+    probe = run.probe
+    assert probe is not None, "the notebook's last cell printed no PROBE line"
+    assert Path(probe["torch"]).parent.parent == run.tmp / "colab-torch", (
+        "the setup cell replaced the torch that was there", probe)
+    assert Path(probe["d2lcore"]).is_relative_to(run.venv), probe
+    assert probe["direct_url"]["vcs_info"]["commit_id"] == run.commit, probe
+    assert probe["data"] == str(run.tmp / "data"), probe
+    assert sorted(run.asked) == sorted(f"/{n}.gz" for n in _fashion_mnist_names()), run.asked
+    assert probe["profile"] is None  # no CUDA here: the page's default, cpu
 
 
 def _fashion_mnist_names() -> list[str]:
