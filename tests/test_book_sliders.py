@@ -142,30 +142,36 @@ class SliderChecks:
     def claim(self, page_name: str) -> Future[None] | None:
         """A future for ``page_name``'s check if this caller is the first, else None."""
         with self.lock:
-            if page_name in self.claimed or self.stopped:
+            if page_name in self.claimed:
                 return None
             future: Future[None] = Future()
             future.set_running_or_notify_cancel()
             self.claimed[page_name] = future
             return future
 
-    def run(self, page_name: str, check: Callable[[], None]) -> None:
-        """Run ``check`` here, or wait for the background's run of it (and raise what it
-        raised)."""
+    def run(self, page_name: str, check: Callable[[], None], *, background: bool = False) -> None:
+        """Run ``check`` here if no one has, else wait for that run's outcome (raising
+        what it raised). In the background an outcome is only recorded, for the page's
+        test to report, and a claimed page is skipped."""
+        if background and self.stopped:
+            return
         future = self.claim(page_name)
         if future is None:
-            self.claimed[page_name].result()
+            if not background:
+                self.claimed[page_name].result()
             return
         try:
             check()
         except BaseException as error:
             future.set_exception(error)
-            raise
-        future.set_result(None)
+            if not background:
+                raise
+        else:
+            future.set_result(None)
 
     def stop(self) -> None:
-        with self.lock:
-            self.stopped = True
+        """The session ends: the background starts no other page."""
+        self.stopped = True
 
 
 CHECKS = SliderChecks()
@@ -187,15 +193,8 @@ def _check_in_background(items: list[pytest.Item]) -> None:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for page_name in reversed(pages):
-                future = CHECKS.claim(page_name)
-                if future is None:
-                    continue
-                try:
-                    _check_every_slider(browser, site, page_name)
-                except BaseException as error:  # handed to the page's test
-                    future.set_exception(error)
-                else:
-                    future.set_result(None)
+                CHECKS.run(page_name, lambda p=page_name: _check_every_slider(browser, site, p),
+                           background=True)  # fmt: skip
         finally:
             browser.close()
 
