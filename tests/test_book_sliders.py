@@ -314,13 +314,12 @@ PLAYGROUND_MARK = "window.d2lPlayground.attach("  # the MLP playground's inline 
 
 def _playground_state(page, fig_id: str) -> dict:
     return page.evaluate(
-        """(id) => { const gd = document.getElementById(id);
-             const ann = gd.querySelector('.annotation[data-index="' +
-                                          (gd.layout.annotations.length - 1) + '"]');
+        """(id) => { const gd = document.getElementById(id), s = gd.d2lShown;
+             const box = gd.parentNode.querySelector('.d2l-playground-readout');
+             const [boundary, points, loss] = gd.layout.images.map(im => im.source);
              return {actives: gd.layout.sliders.map(s => s.active || 0),
-                     z: JSON.stringify(gd.data[0].z), points: JSON.stringify(gd.data[1].x),
-                     loss: JSON.stringify(gd.data[3].y),
-                     readout: ann ? ann.textContent : ''}; }""",
+                     z: JSON.stringify(s.z), points: JSON.stringify(s.points), loss: loss,
+                     images: [boundary, points], readout: box ? box.textContent : ''}; }""",
         fig_id,
     )
 
@@ -352,7 +351,9 @@ def test_the_playground_follows_every_control(browser, site: str, built_book: Pa
                     changed = [k for k in ("z", "points", "loss") if after[k] != before[k]]
                     assert changed, f"moving {s['name']} to {label} changed no data"
                     if s["name"] == "dataset":
-                        assert "points" in changed
+                        assert "points" in changed and after["images"][1] != before["images"][1]
+                    if "z" in changed:  # the picture follows the numbers
+                        assert after["images"][0] != before["images"][0]
                     before = after
             n_sliders = page.evaluate("(id) => document.getElementById(id).layout.sliders.length",
                                       fig_id)  # fmt: skip

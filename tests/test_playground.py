@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import torch
 from torch import nn
 
 from d2lcore.playground import (
+    BOUNDARY_COLORSCALE,
     DATASETS,
+    EXTENT,
     PLAYGROUND_JS,
     around_default,
     build_mlp,
@@ -264,14 +267,68 @@ def test_live_controls_train_one_configuration_and_draw_its_boundary():
 
 
 def _shown(page, fig_id):
+    """What the playground shows: the slider positions, the state the page script drew
+    (``gd.d2lShown``), the readout as rendered and the sources of its three images."""
     return page.evaluate(
-        """(id) => { const gd = document.getElementById(id);
-             return {actives: gd.layout.sliders.map(s => s.active || 0),
-                     z: gd.data[0].z, train_x: Array.from(gd.data[1].x),
-                     loss_x: Array.from(gd.data[3].x), loss_y: Array.from(gd.data[3].y),
-                     readout: gd.layout.annotations[gd.layout.annotations.length - 1].text}; }""",
+        """(id) => { const gd = document.getElementById(id), s = gd.d2lShown;
+             return {actives: gd.layout.sliders.map(s => s.active || 0), z: s.z,
+                     points: s.points, loss_x: s.loss_epochs, loss_y: Array.from(s.losses[0]),
+                     readout: gd.parentNode.querySelector('.d2l-playground-readout')
+                       .textContent,
+                     sources: gd.layout.images.map(im => im.source)}; }""",
         fig_id,
     )
+
+
+def _pixels(page, source: str, where: np.ndarray | None = None) -> np.ndarray:
+    """The RGBA pixels of the image ``source``, decoded in the page: all of them
+    ``(height, width, 4)``, or those at ``where`` ``(n, 2)`` (fractions of the width
+    and the height from the top left corner) ``(n, 4)``."""
+    size, values = page.evaluate(
+        """async ([src, where]) => {
+             const img = new Image(); img.src = src; await img.decode();
+             const c = document.createElement('canvas');
+             const w = c.width = img.naturalWidth, h = c.height = img.naturalHeight;
+             const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+             const data = ctx.getImageData(0, 0, w, h).data;
+             if (!where) { return [[h, w], Array.from(data)]; }
+             return [[where.length, 1], where.flatMap(([fx, fy]) => {
+               const o = 4 * (Math.min(h - 1, Math.floor(fy * h)) * w +
+                              Math.min(w - 1, Math.floor(fx * w)));
+               return Array.from(data.slice(o, o + 4)); })]; }""",
+        [source, None if where is None else np.asarray(where, float).tolist()],
+    )
+    return np.array(values, dtype=float).reshape(*size, 4).squeeze(1 if where is not None else ())
+
+
+def _rgb(p: np.ndarray) -> np.ndarray:
+    """The colour of P(class 1) on the boundary's colour scale (RGB 0-255)."""
+    stops = np.array([s for s, _ in BOUNDARY_COLORSCALE])
+    colours = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for _, c in BOUNDARY_COLORSCALE])
+    return np.stack([np.interp(p, stops, colours[:, k]) for k in range(3)], axis=-1)
+
+
+def _check_images(page, shown, expected_z, split, spec) -> None:
+    """The boundary's image has one pixel per grid point, its top row the largest x2,
+    each of the colour of its probability; the points' image is opaque at every
+    training point and clear in a corner no point reaches; the loss image is opaque at
+    every point of the training loss curve (epoch linear, loss on the log axis)."""
+    boundary, points, curves = shown["sources"]
+    drawn = _pixels(page, boundary)
+    assert drawn.shape == (*expected_z.shape, 4)
+    np.testing.assert_allclose(drawn[::-1, :, :3], _rgb(expected_z), atol=2.5)
+    assert (drawn[:, :, 3] == 255).all()
+    X = split[0].numpy()
+    at = np.stack([(X[:, 0] + EXTENT) / (2 * EXTENT), (EXTENT - X[:, 1]) / (2 * EXTENT)], 1)
+    alpha = _pixels(page, points, np.vstack([at.clip(0, 1), [[0.001, 0.001]]]))[:, 3]
+    assert (alpha[:-1] > 0).all(), "a training point is missing from the image"
+    assert alpha[-1] == 0, "the corner of the plane holds no point"
+    lo, hi = spec["loss_range"]
+    x, y = np.array(shown["loss_x"], float), np.array(shown["loss_y"], float)
+    if len(x) > 1:  # a single point draws no line
+        at = np.stack([x / spec["snapshots"][-1], (hi - np.log10(y)) / (hi - lo)], 1)
+        alpha = _pixels(page, curves, at.clip(0, 1))[:, 3]
+        assert (alpha > 0).all(), "the training loss is not drawn where it belongs"
 
 
 def _expected_config(actives):
@@ -287,7 +344,7 @@ def test_every_control_moves_the_boundary_to_what_torch_predicts(tmp_path, brows
     names = list(data)
     _, points = plane(21)
     with figure_page(tmp_path, browser, fig.to_html()) as (page, errors):
-        seen = set()
+        seen, sources = set(), {}
         sizes = [len(s["steps"]) for s in fig.figure.layout.sliders]
         for i, size in enumerate(sizes):
             for j in [*range(size), 0 if i else 1]:  # every position, then back
@@ -304,8 +361,10 @@ def test_every_control_moves_the_boundary_to_what_torch_predicts(tmp_path, brows
                 np.testing.assert_allclose(np.array(shown["z"]), expected, atol=2e-3,
                                            err_msg=f"boundary of {name} {config} epoch step "
                                                    f"{epoch_step}")  # fmt: skip
-                np.testing.assert_allclose(shown["train_x"], data[name].train[0][:, 0].numpy(),
-                                           atol=1e-3)  # fmt: skip
+                np.testing.assert_allclose(shown["points"][0][0],
+                                           data[name].train[0][:, 0].numpy(), atol=1e-3)
+                _check_images(page, shown, expected, data[name].train, fig.spec)
+                sources[(name, tuple(config.values()), epoch_step)] = shown["sources"]
                 curves = run.extras["curves"]
                 upto = curves[curves[:, 0] <= SNAPS[epoch_step]]
                 assert shown["loss_x"] == upto[:, 0].tolist()
@@ -322,13 +381,36 @@ def test_every_control_moves_the_boundary_to_what_torch_predicts(tmp_path, brows
         move_slider(page, fig.fig_id, 1, 0)
         move_slider(page, fig.fig_id, 5, 1)
         assert _shown(page, fig.fig_id)["actives"][1:6] == [0, 1, 0, 0, 1]
+        # Under the pointer, the label gives what torch predicts there.
+        shown = _shown(page, fig.fig_id)
+        config = _expected_config(shown["actives"])
+        run = runs[names[shown["actives"][0]]][configs.index(config)]
+        half = run.extras["weights"][shown["actives"][-1]].astype(np.float16).astype(np.float32)
+        box = page.evaluate("""(id) => { const gd = document.getElementById(id);
+            gd.scrollIntoView();
+            const L = gd._fullLayout, r = gd.getBoundingClientRect();
+            return [r.left + L.xaxis._offset, r.top + L.yaxis._offset, L.xaxis._length,
+                    L.yaxis._length]; }""", fig.fig_id)  # fmt: skip
+        for fx, fy in [(0.3, 0.2), (0.75, 0.6)]:
+            page.mouse.move(box[0] + fx * box[2], box[1] + fy * box[3])
+            label = page.locator(".d2l-playground-probe").text_content()
+            x1, x2, p = (float(v) for v in re.findall(r"-?\d+\.\d+", label))
+            assert (x1, x2) == pytest.approx((-EXTENT + 2 * EXTENT * fx,
+                                              EXTENT - 2 * EXTENT * fy), abs=0.02)
+            at = torch.tensor([[-EXTENT + 2 * EXTENT * fx, EXTENT - 2 * EXTENT * fy]])
+            assert p == pytest.approx(predict_proba(config, half, at).item(), abs=0.01), label
+        page.mouse.move(1, 1)
+        assert not page.locator(".d2l-playground-probe").is_visible()
         # A redraw, timed in the page around the change as the reader's click makes it,
-        # against plotly's own redraw of the same heat map (the floor on this machine).
+        # against plotly's own redraw of the figure (the floor on this machine).
         times = redraw_times(page, fig.fig_id, 7, 9)
     assert not errors, errors
     # Every data set, every epoch and every configuration one slider reaches was shown.
     assert {s[0] for s in seen} == set(names) and {s[2] for s in seen} == {0, 1, 2}
     assert len({s[1] for s in seen}) == len(configs) - 1  # all but width 2 x dropout 0.5
+    # Each view drew its own boundary; each data set its own points.
+    assert len({s[0] for s in sources.values()}) == len(sources)
+    assert len({s[1] for s in sources.values()}) == len(names)
     # The budget is 100 ms; on a busy machine plotly's own redraw of the heat map takes
     # longer, and the slider's redraw may not cost much more than that.
     redraw, floor = times

@@ -9,10 +9,16 @@
  * with the spec Python wrote. The spec holds every trained model's weights at a few
  * epochs (float16, base64): on every slider change the script finds the selected
  * model, evaluates it on the plane's grid (the MLP's forward pass, as torch computes
- * it: Linear, activation, ..., Linear, softmax) and redraws the heat map, the points
- * and the loss curves in place. Only some combinations of hyperparameters were
- * trained (each axis around a default, and the crossed pairs): a slider moved to a
- * value trained only with the others at their default puts them there.
+ * it: Linear, activation, ..., Linear, softmax) and draws the boundary, the data set's
+ * points and the loss curves so far as three layout images, and the readout as HTML
+ * above the figure. Plotly redraws layout images alone, where a change of a trace or
+ * an annotation would redraw the whole figure, sliders included; the figure's own
+ * traces (Python draws the first view with them, for a renderer without this script)
+ * give way to the images once, and stay only for the legend. Under the pointer, a
+ * small label gives the model's P(class 1) there. Only some combinations of
+ * hyperparameters were trained (each axis around a default, and the crossed pairs): a
+ * slider moved to a value trained only with the others at their default puts them
+ * there.
  *
  * The book loads this file once per page (after plotly.js); a notebook rendered
  * elsewhere carries it inline, defined only when the page does not have it yet.
@@ -20,7 +26,7 @@
 (function (root) {
   'use strict';
 
-  var VERSION = 1;
+  var VERSION = 2;
   if (root.d2lPlayground && root.d2lPlayground.version >= VERSION) {
     return;
   }
@@ -45,17 +51,19 @@
     function (z) { return 1 / (1 + Math.exp(-z)); },
   ];
 
-  // P(class 1) at every grid point (rows: y, columns: x) of the MLP with `layers`
-  // sizes ([2, w, ..., w, 2]), activation `act` and weights w[start...] laid out as
-  // nn.Linear stores them: weight (out, in) row by row, then the bias, layer by layer.
-  function boundary(w, start, layers, act, grid) {
+  // P(class 1) at every grid point (rows: y, columns: x; the y values `ys`, or the
+  // x values `grid` again) of the MLP with `layers` sizes ([2, w, ..., w, 2]),
+  // activation `act` and weights w[start...] laid out as nn.Linear stores them: weight
+  // (out, in) row by row, then the bias, layer by layer.
+  function boundary(w, start, layers, act, grid, ys) {
     var f = ACTIVATIONS[act], n = grid.length, z = [];
+    ys = ys || grid;
     var size = Math.max.apply(null, layers);
     var h = new Float64Array(size), next = new Float64Array(size);
-    for (var r = 0; r < n; r++) {
+    for (var r = 0; r < ys.length; r++) {
       var row = new Array(n);
       for (var c = 0; c < n; c++) {
-        h[0] = grid[c]; h[1] = grid[r];
+        h[0] = grid[c]; h[1] = ys[r];
         var o = start;
         for (var l = 1; l < layers.length; l++) {
           var inp = layers[l - 1], out = layers[l], last = l === layers.length - 1;
@@ -74,13 +82,126 @@
     return z;
   }
 
+  // The colour of p in [0, 1] on the colour scale `scale` ([[stop, '#rrggbb'], ...]).
+  function colorScale(scale) {
+    var stops = scale.map(function (s) {
+      var h = s[1];
+      return [s[0], parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16),
+        parseInt(h.slice(5, 7), 16)];
+    });
+    return function (p) {
+      var i = 1;
+      while (i < stops.length - 1 && p > stops[i][0]) { i++; }
+      var a = stops[i - 1], b = stops[i];
+      var t = Math.min(1, Math.max(0, (p - a[0]) / (b[0] - a[0])));
+      return [0, 1, 2].map(function (k) { return Math.round(a[k + 1] + t * (b[k + 1] - a[k + 1])); });
+    };
+  }
+
+  function newCanvas(width, height) {
+    var c = root.document.createElement('canvas');
+    c.width = Math.max(1, Math.round(width));
+    c.height = Math.max(1, Math.round(height));
+    return c;
+  }
+
+  // The boundary z (rows: y upwards, columns: x) as a PNG of one pixel per grid point,
+  // its top row the largest y; the browser smooths it as it stretches it over the plane.
+  function boundaryImage(z, color) {
+    var n = z.length, c = newCanvas(n, n), ctx = c.getContext('2d');
+    var img = ctx.createImageData(n, n);
+    for (var r = 0; r < n; r++) {
+      for (var col = 0; col < n; col++) {
+        var rgb = color(z[r][col]), o = 4 * ((n - 1 - r) * n + col);
+        img.data[o] = rgb[0]; img.data[o + 1] = rgb[1]; img.data[o + 2] = rgb[2];
+        img.data[o + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    return c.toDataURL('image/png');
+  }
+
+  // A data set's training points (filled circles) and test points (open diamonds) over
+  // the plane [-extent, extent]^2, as a transparent PNG of `size` pixels a side.
+  function pointsImage(pts, colors, extent, size, px) {
+    var c = newCanvas(size, size), ctx = c.getContext('2d');
+    var at = function (v) { return (v + extent) / (2 * extent) * size; };
+    var r = 3 * px;  // plotly's marker size 6: 6 CSS pixels across
+    pts[0][0].forEach(function (x, i) {
+      ctx.beginPath();
+      ctx.arc(at(x), size - at(pts[0][1][i]), r, 0, 2 * Math.PI);
+      ctx.fillStyle = colors[pts[0][2][i]];
+      ctx.fill();
+      ctx.lineWidth = 0.5 * px;
+      ctx.strokeStyle = 'white';
+      ctx.stroke();
+    });
+    ctx.lineWidth = 1 * px;
+    pts[1][0].forEach(function (x, i) {
+      var cx = at(x), cy = size - at(pts[1][1][i]);
+      ctx.beginPath();
+      ctx.moveTo(cx, cy - r * 1.3); ctx.lineTo(cx + r * 1.3, cy);
+      ctx.lineTo(cx, cy + r * 1.3); ctx.lineTo(cx - r * 1.3, cy);
+      ctx.closePath();
+      ctx.strokeStyle = colors[pts[1][2][i]];
+      ctx.stroke();
+    });
+    return c.toDataURL('image/png');
+  }
+
+  // Loss curves (x: epochs, ys: one array of losses per curve) on a plot of width x
+  // height CSS pixels whose x axis spans [0, xMax] and whose log y axis spans
+  // [10^logRange[0], 10^logRange[1]]; a value that is not a positive number breaks its
+  // line.
+  function lossImage(x, ys, styles, xMax, logRange, width, height, px) {
+    var c = newCanvas(width * px, height * px), ctx = c.getContext('2d');
+    var w = c.width, h = c.height, span = logRange[1] - logRange[0];
+    ys.forEach(function (y, k) {
+      ctx.beginPath();
+      var down = false;
+      for (var i = 0; i < x.length; i++) {
+        if (!(y[i] > 0) || !isFinite(y[i])) { down = false; continue; }
+        var cx = x[i] / xMax * w, cy = (logRange[1] - Math.log10(y[i])) / span * h;
+        if (down) { ctx.lineTo(cx, cy); } else { ctx.moveTo(cx, cy); down = true; }
+      }
+      ctx.lineWidth = 2 * px;
+      ctx.lineJoin = 'round';
+      ctx.lineCap = 'round';
+      ctx.strokeStyle = styles[k].color;
+      ctx.setLineDash(styles[k].dash === 'dash' ? [9 * px, 9 * px] : []);
+      ctx.stroke();
+    });
+    return c.toDataURL('image/png');
+  }
+
   function attach(plotId, S) {
     var gd = document.getElementById(plotId);
     gd.classList.add('d2l-playground');  // tests tell it from d2lSliders' figures
     var weights = halves(S.weights);
     var losses = S.losses.map(function (pair) { return pair.map(halves); });
     var nHyper = S.default.length, nConfigs = S.steps.length;
-    var shown = '', shownData = 0;  // the figure is drawn with the first data set
+    var color = colorScale(S.colorscale), px = 2;  // images at twice the CSS pixels
+    var pointImages = {}, shown = '', first = true;
+
+    // The readout: HTML above the plane (an annotation's text would redraw the figure).
+    var box = document.createElement('div');
+    box.style.position = 'relative';
+    gd.parentNode.insertBefore(box, gd);
+    box.appendChild(gd);
+    var readout = document.createElement('div');
+    readout.className = 'd2l-playground-readout';
+    readout.style.cssText = 'position: absolute; transform: translateY(-100%); ' +
+      'font: 13px "Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ' +
+      'pointer-events: none; line-height: 1.35';
+    box.appendChild(readout);
+    // Under the pointer, the selected model's P(class 1) there (the plane is an image).
+    var probe = document.createElement('div');
+    probe.className = 'd2l-playground-probe';
+    probe.style.cssText = 'position: absolute; display: none; pointer-events: none; ' +
+      'font: 12px "Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ' +
+      'background: rgba(255, 255, 255, 0.9); border: 1px solid #2a3f5f; padding: 2px 5px';
+    box.appendChild(probe);
+    var model = null;  // what the plane shows: {start, c}
 
     function same(a, b) { return a.join(',') === b.join(','); }
     function configOf(h) {
@@ -106,6 +227,17 @@
       return h.map(function (v, i) { return i === moved - 1 ? v : S.default[i]; });
     }
 
+    // The plane's and the loss plot's sizes in CSS pixels, and the loss plot's place.
+    function geometry() {
+      var L = gd._fullLayout;
+      return {plane: L.xaxis._length, lossW: L.xaxis2._length, lossH: L.yaxis2._length,
+        lossX: L.xaxis2.domain[0], lossSizeX: L.xaxis2.domain[1] - L.xaxis2.domain[0],
+        lossY: L.yaxis2.domain[1], lossSizeY: L.yaxis2.domain[1] - L.yaxis2.domain[0],
+        left: L._size.l, top: L._size.t};
+    }
+
+    // Every change redraws three layout images and the readout, never a trace: plotly
+    // redraws images alone (a trace's change would redraw the whole figure).
     function show(a, moved) {
       var h = resolve(a, moved), key = a[0] + ':' + h.join(',') + ':' + a[a.length - 1];
       if (key === shown) { return; }
@@ -114,9 +246,7 @@
       var epoch = S.snapshots[e], per = S.offsets[k + 1] - S.offsets[k];
       var start = S.offsets[k] + e * per / S.snapshots.length;
       var z = boundary(weights, start, S.layers[c], S.activations[c], S.grid);
-      var pts = S.points[d], colors = function (y) {
-        return y.map(function (v) { return S.colors[v]; });
-      };
+      model = {start: start, c: c};
       var le = S.loss_epochs.filter(function (x) { return x <= epoch; });
       var tr = Array.prototype.slice.call(losses[k][0], 0, le.length);
       var te = Array.prototype.slice.call(losses[k][1], 0, le.length);
@@ -129,28 +259,71 @@
       if (S.diverged[k] && epoch >= S.diverged[k]) {
         line += ' (diverged at epoch ' + S.diverged[k] + ': its last finite weights)';
       }
+      var g = geometry();
+      if (!(d in pointImages)) {
+        pointImages[d] = pointsImage(S.points[d], S.colors, S.extent, g.plane * px, px);
+      }
+      var sources = [boundaryImage(z, color), pointImages[d],
+        lossImage(le, [tr, te], S.loss_styles, S.snapshots[S.snapshots.length - 1],
+          S.loss_range, g.lossW, g.lossH, px)];
+      var bold = document.createElement('b');
+      bold.textContent = S.values[0][d] + ': ' + text;
+      readout.replaceChildren(bold, document.createElement('br'), line);
+      readout.style.left = g.left + 'px';
+      readout.style.top = (g.top - 34) + 'px';
+      gd.d2lShown = {dataset: d, config: h, epoch: epoch, z: z, loss_epochs: le,
+        losses: [tr, te], points: S.points[d], readout: readout.textContent};
       var lay = {};
-      lay['annotations[' + S.readout + '].text'] =
-        '<b>' + S.values[0][d] + ': ' + text + '</b><br>' + line;
       a.forEach(function (v, i) {
         var want = i >= 1 && i <= nHyper ? h[i - 1] : v;
         if (want !== v) { lay['sliders[' + i + '].active'] = want; }
       });
-      // One redraw: the heat map and the loss curves, and the points when the data set
-      // changed.
-      var data = {z: [z, undefined, undefined], x: [S.grid, le, le], y: [S.grid, tr, te]};
-      var traces = [0, 3, 4];
-      if (d !== shownData) {
-        shownData = d;
-        data.z.push(undefined, undefined);
-        data.x.push(pts[0][0], pts[1][0]);
-        data.y.push(pts[0][1], pts[1][1]);
-        data['marker.color'] = [undefined, undefined, undefined,
-          colors(pts[0][2]), colors(pts[1][2])];
-        traces.push(1, 2);
+      if (first) {  // once: the static figure's traces give way to the images
+        first = false;
+        var image = {sizing: 'stretch', xanchor: 'left', yanchor: 'top'};
+        var half = S.extent / (S.grid.length - 1);  // pixel centres on the grid points
+        lay.images = [
+          Object.assign({source: sources[0], xref: 'x', yref: 'y', x: -S.extent - half,
+            y: S.extent + half, sizex: 2 * (S.extent + half), sizey: 2 * (S.extent + half),
+            layer: 'below'}, image),
+          Object.assign({source: sources[1], xref: 'x', yref: 'y', x: -S.extent,
+            y: S.extent, sizex: 2 * S.extent, sizey: 2 * S.extent, layer: 'above'}, image),
+          Object.assign({source: sources[2], xref: 'paper', yref: 'paper', x: g.lossX,
+            y: g.lossY, sizex: g.lossSizeX, sizey: g.lossSizeY, layer: 'above'}, image),
+        ];
+        lay['legend.itemclick'] = false;
+        lay['legend.itemdoubleclick'] = false;
+        var none = [null], traces = S.static_traces;
+        root.Plotly.update(gd, {
+          visible: traces.map(function (t, i) { return i === 0 ? false : true; }),
+          x: traces.map(function (t, i) { return i === 0 ? undefined : none; }),
+          y: traces.map(function (t, i) { return i === 0 ? undefined : none; }),
+        }, lay, traces);
+        return;
       }
-      root.Plotly.update(gd, data, lay, traces);
+      sources.forEach(function (src, i) {
+        if (gd.layout.images[i].source !== src) { lay['images[' + i + '].source'] = src; }
+      });
+      root.Plotly.relayout(gd, lay);
     }
+
+    gd.addEventListener('mousemove', function (ev) {
+      var L = gd._fullLayout, xa = L.xaxis, ya = L.yaxis, r = gd.getBoundingClientRect();
+      var px = ev.clientX - r.left - xa._offset, py = ev.clientY - r.top - ya._offset;
+      if (!model || px < 0 || py < 0 || px > xa._length || py > ya._length) {
+        probe.style.display = 'none';
+        return;
+      }
+      var x = xa.p2l(px), y = ya.p2l(py);
+      var p = boundary(weights, model.start, S.layers[model.c], S.activations[model.c],
+        [x], [y])[0][0];
+      probe.textContent = 'x1 ' + x.toFixed(2) + ', x2 ' + y.toFixed(2) +
+        ': P(class 1) = ' + p.toFixed(3);
+      probe.style.left = (ev.clientX - r.left + 12) + 'px';
+      probe.style.top = (ev.clientY - r.top + 12) + 'px';
+      probe.style.display = 'block';
+    });
+    gd.addEventListener('mouseleave', function () { probe.style.display = 'none'; });
 
     function actives() {
       return gd.layout.sliders.map(function (s) { return s.active || 0; });

@@ -555,6 +555,12 @@ def playground_figure(
     a value that was trained only with the other axes at their default puts them there
     (crossed axes keep their values). Axis ranges, the colour scale and the loss scale
     stay fixed while the sliders move.
+
+    The figure's traces draw the first view (what a renderer without the page script
+    shows); in the page, ``playground.js`` draws every view as three layout images (the
+    boundary, the points, the loss curves) and an HTML readout, which plotly redraws
+    without redrawing the figure, and labels the plane under the pointer with the
+    model's P(class 1) there.
     """
     names = list(data)
     configs = around_default(default, axes, crossed)
@@ -606,17 +612,18 @@ def playground_figure(
     for column, name, style in ((1, "training loss", LOSS_STYLES[0]),
                                 (2, "test loss", LOSS_STYLES[1])):
         fig.add_trace(go.Scatter(x=table[:, 0].tolist(), y=_f16_round(table[:, column]),
-                                 name=name, line=style), row=1, col=2)  # fmt: skip
-    fig.update_xaxes(title_text="x1", range=[-EXTENT, EXTENT], row=1, col=1)
-    fig.update_yaxes(title_text="x2", range=[-EXTENT, EXTENT], row=1, col=1)
+                                 name=name, mode="lines", line=style), row=1, col=2)  # fmt: skip
+    # The plane square (one unit as long on both axes), its size fixed; no grid or zero
+    # lines, which the page script's image of the boundary would lie under.
+    fig.update_xaxes(title_text="x1", range=[-EXTENT, EXTENT], constrain="domain",
+                     showgrid=False, zeroline=False, row=1, col=1)  # fmt: skip
+    fig.update_yaxes(title_text="x2", range=[-EXTENT, EXTENT], constrain="domain",
+                     scaleanchor="x", showgrid=False, zeroline=False, row=1, col=1)  # fmt: skip
     fig.update_xaxes(title_text="epoch", range=[0, num_epochs], row=1, col=2)
     # Losses below 1e-3 (a perfect fit) would stretch the scale over many decades.
+    loss_range = [math.log10(max(lo, 1e-3)) - 0.1, math.log10(hi) + 0.1]
     fig.update_yaxes(title_text="cross-entropy loss (log scale)", type="log",
-                     range=[math.log10(max(lo, 1e-3)) - 0.1, math.log10(hi) + 0.1],
-                     row=1, col=2)  # fmt: skip
-    fig.add_annotation(name="readout", text="", xref="paper", yref="paper", x=0, y=1,
-                       yshift=34, xanchor="left", yanchor="bottom", align="left",
-                       showarrow=False, font={"size": 13})  # fmt: skip
+                     range=loss_range, row=1, col=2)  # fmt: skip
     plot_h, top, below, slider_h = 360, 158, 70, 82
     active = [0] + default_steps + [len(snaps) - 1]
     bottom = below + len(slider_axes) * slider_h
@@ -640,7 +647,9 @@ def playground_figure(
         "stats": stats, "losses": loss_blobs, "loss_epochs": loss_epochs,
         "diverged": diverged, "snapshots": snaps, "grid": xs.tolist(),
         "points": [[_xy(data[n].train), _xy(data[n].test)] for n in names],
-        "colors": list(CLASS_COLORS), "readout": len(fig.layout.annotations) - 1,
+        "colors": list(CLASS_COLORS), "colorscale": BOUNDARY_COLORSCALE, "extent": EXTENT,
+        "loss_styles": list(LOSS_STYLES), "loss_range": loss_range,
+        "static_traces": list(range(len(fig.data))),
     }  # fmt: skip
     return PlaygroundFigure(figure=fig, fig_id=fig_id, spec=spec)
 
