@@ -188,19 +188,19 @@
     box.style.position = 'relative';
     gd.parentNode.insertBefore(box, gd);
     box.appendChild(gd);
-    var readout = document.createElement('div');
-    readout.className = 'd2l-playground-readout';
-    readout.style.cssText = 'position: absolute; transform: translateY(-100%); ' +
-      'font: 13px "Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ' +
-      'pointer-events: none; line-height: 1.35';
-    box.appendChild(readout);
+    var font = '"Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ';
+    function overlay(className, css) {  // an HTML element over the figure
+      var el = document.createElement('div');
+      el.className = className;
+      el.style.cssText = 'position: absolute; pointer-events: none; ' + css;
+      box.appendChild(el);
+      return el;
+    }
+    var readout = overlay('d2l-playground-readout', 'transform: translateY(-100%); ' +
+      'font: 13px ' + font + 'line-height: 1.35');
     // Under the pointer, the selected model's P(class 1) there (the plane is an image).
-    var probe = document.createElement('div');
-    probe.className = 'd2l-playground-probe';
-    probe.style.cssText = 'position: absolute; display: none; pointer-events: none; ' +
-      'font: 12px "Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ' +
-      'background: rgba(255, 255, 255, 0.9); border: 1px solid #2a3f5f; padding: 2px 5px';
-    box.appendChild(probe);
+    var probe = overlay('d2l-playground-probe', 'display: none; font: 12px ' + font +
+      'background: rgba(255, 255, 255, 0.9); border: 1px solid #2a3f5f; padding: 2px 5px');
     var model = null;  // what the plane shows: {start, c}
 
     function same(a, b) { return a.join(',') === b.join(','); }
