@@ -34,7 +34,7 @@ REQUIREJS := .vendor/requirejs-$(REQUIREJS_VERSION)/require.js
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
-.PHONY: book book-ci test test-compat setup env data vendor browser bench clean gpu-check gpu-wheels
+.PHONY: book book-ci test test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
@@ -50,7 +50,7 @@ book-ci: setup
 	D2L_EXECUTE=force $(VENV)/bin/jupyter-book build . --all -W
 	$(PY) tools/exec_report.py --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
 
-test: setup browser
+test: setup browser linters
 	$(PY) -m pytest -q --durations=15
 
 # The lowest torch release d2lcore supports (pyproject.toml: torch>=...): the unit tests
@@ -145,6 +145,15 @@ browser:
 	    (apt-get install -y -q chromium chromium-driver || \
 	     (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null; \
 	  else echo "The browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# ShellCheck for the workflows' run scripts (tests/test_workflow.py; Debian's package).
+# Without root or apt-get the test says how to install it and is skipped.
+linters:
+	@command -v shellcheck >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q shellcheck || \
+	     (apt-get update -q && apt-get install -y -q shellcheck)) >/dev/null; \
+	  else echo "ShellCheck is not installed (sudo apt-get install shellcheck): its test is skipped"; fi; }
 
 bench: setup
 	$(PY) benchmarks/bench_epoch.py
