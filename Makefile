@@ -34,6 +34,9 @@ REQUIREJS := .vendor/requirejs-$(REQUIREJS_VERSION)/require.js
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 
+# Debian packages, as root: the package index is refreshed only when the install fails.
+APT_INSTALL = (apt-get install -y -q $(1) || (apt-get update -q && apt-get install -y -q $(1))) >/dev/null
+
 .PHONY: book book-ci test test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
@@ -110,8 +113,7 @@ data: env
 	@$(PY) -m d2lcore.data --check 2>/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "Installing the Debian package dataset-fashion-mnist ..."; \
-	    (apt-get install -y -q dataset-fashion-mnist || \
-	     (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	    $(call APT_INSTALL,dataset-fashion-mnist); \
 	  fi; \
 	  $(PY) -m d2lcore.data --check; }
 
@@ -142,8 +144,7 @@ $(REQUIREJS):
 browser:
 	@command -v chromium >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -q chromium chromium-driver || \
-	     (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null; \
+	    $(call APT_INSTALL,chromium chromium-driver); \
 	  else echo "The browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
 
 # ShellCheck for the workflows' run scripts (tests/test_workflow.py; Debian's package).
@@ -151,8 +152,7 @@ browser:
 linters:
 	@command -v shellcheck >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -q shellcheck || \
-	     (apt-get update -q && apt-get install -y -q shellcheck)) >/dev/null; \
+	    $(call APT_INSTALL,shellcheck); \
 	  else echo "ShellCheck is not installed (sudo apt-get install shellcheck): its test is skipped"; fi; }
 
 bench: setup
