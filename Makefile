@@ -10,6 +10,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := book
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The lowest Python the pins install on: pyproject.toml's requires-python (">=3.11.5").
+PYTHON_FLOOR := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # TORCH=X.Y.Z (set by `make test-compat`, see there): the environment gets that torch and
@@ -17,10 +19,16 @@ PY := $(VENV)/bin/python
 TORCH ?=
 # torchvision 0.(Y+15).Z is built for torch 2.Y.Z (0.19.1 for 2.4.1, 0.29.1 for 2.14.1).
 TORCHVISION ?= $(if $(TORCH),$(shell echo $(TORCH) | awk -F. '{print "0." $$2 + 15 "." $$3}'))
+# CPU_TORCH=1: PyTorch's CPU build of the pinned torch (from download.pytorch.org, as on
+# Binder: binder/requirements.txt, the lock less the CUDA packages), about 5 GB less than
+# the CUDA build; for machines without a GPU that reach that index (GitHub's hosted
+# runners, whose disk is small). Pages, tests and numbers are the same on the CPU.
+CPU_TORCH ?=
 # The install stamp is named after a hash of what was installed, so a changed pin
 # gives a new name and triggers a reinstall.
 REQ_HASH := $(shell { cat requirements.txt requirements-reference.txt pyproject.toml; \
-  $(if $(TORCH),echo "torch==$(TORCH) torchvision==$(TORCHVISION)";) } | sha256sum | cut -c1-16)
+  $(if $(TORCH),echo "torch==$(TORCH) torchvision==$(TORCHVISION)";) \
+  $(if $(CPU_TORCH),cat binder/requirements.txt;) } | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
@@ -84,13 +92,20 @@ setup: env data vendor
 env: $(STAMP)
 
 $(STAMP): requirements.txt requirements-reference.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import sys; floor = tuple(map(int, "$(PYTHON_FLOOR)".split("."))); \
+	  sys.exit(0 if sys.version_info[:3] >= floor else \
+	    f"{sys.executable} is Python {sys.version.split()[0]}; the pins need Python $(PYTHON_FLOOR) " \
+	    "or newer (Debian 12 ships 3.11.2). Install a newer 3.11 (e.g. pyenv install 3.11, " \
+	    "uv python install 3.11, or the python:3.11 Docker image) and run make PYTHON=/path/to/python3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# pyproject.toml's [build-system] (the tests build the wheel with this environment's
 	@# setuptools; python -m venv brings an older one, and only some torch releases ask
 	@# for a newer one)
 	$(PY) -m pip install --quiet "setuptools>=77"
-ifeq ($(TORCH),)
+ifneq ($(CPU_TORCH),)
+	$(PY) -m pip install --quiet -r binder/requirements.txt
+else ifeq ($(TORCH),)
 	$(PY) -m pip install --quiet -r requirements.txt
 else
 	@# requirements.txt less torch, torchvision and the CUDA wheels of that torch release

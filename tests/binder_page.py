@@ -41,12 +41,12 @@ _panels = {id(v): v for v in [*Out.values(), *globals().values()]
            if isinstance(v, _LiveControls)}
 _report = []
 for _panel in _panels.values():
-    _before = _panel.status.value
+    _before = _panel.status.text
     _start = _time.perf_counter()
     _panel.button.click()
     _report.append({
         "status_before": _before,
-        "status": _panel.status.value,
+        "status": _panel.status.text,
         "bar_style": _panel.progress.bar_style,
         "progress": [_panel.progress.value, _panel.progress.max],
         "trained": _panel.result is not None,

