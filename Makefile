@@ -20,15 +20,15 @@ TORCH ?=
 # torchvision 0.(Y+15).Z is built for torch 2.Y.Z (0.19.1 for 2.4.1, 0.29.1 for 2.14.1).
 TORCHVISION ?= $(if $(TORCH),$(shell echo $(TORCH) | awk -F. '{print "0." $$2 + 15 "." $$3}'))
 # CPU_TORCH=1: PyTorch's CPU build of the pinned torch (from download.pytorch.org, as on
-# Binder: binder/requirements.txt, the lock less the CUDA packages), about 5 GB less than
-# the CUDA build; for machines without a GPU that reach that index (GitHub's hosted
-# runners, whose disk is small). Pages, tests and numbers are the same on the CPU.
+# Binder): the lock less the CUDA-only packages (binder/make_requirements.py --cpu-lock),
+# about 4.7 GB less than the CUDA build; for machines without a GPU that reach that index
+# (GitHub's hosted runners, whose disk is small). Pages, tests and numbers are the same.
 CPU_TORCH ?=
 # The install stamp is named after a hash of what was installed, so a changed pin
 # gives a new name and triggers a reinstall.
 REQ_HASH := $(shell { cat requirements.txt requirements-reference.txt pyproject.toml; \
   $(if $(TORCH),echo "torch==$(TORCH) torchvision==$(TORCHVISION)";) \
-  $(if $(CPU_TORCH),cat binder/requirements.txt;) } | sha256sum | cut -c1-16)
+  $(if $(CPU_TORCH),echo "CPU build of torch";) } | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
@@ -104,7 +104,8 @@ $(STAMP): requirements.txt requirements-reference.txt pyproject.toml
 	@# for a newer one)
 	$(PY) -m pip install --quiet "setuptools>=77"
 ifneq ($(CPU_TORCH),)
-	$(PY) -m pip install --quiet -r binder/requirements.txt
+	$(PY) binder/make_requirements.py --cpu-lock $(VENV)/requirements-cpu.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements-cpu.txt
 else ifeq ($(TORCH),)
 	$(PY) -m pip install --quiet -r requirements.txt
 else

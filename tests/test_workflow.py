@@ -664,16 +664,27 @@ def test_make_test_compat_takes_every_pin_but_torch_from_requirements(tmp_path):
 
 def test_hosted_jobs_install_the_cpu_build_of_torch(workflow, tmp_path):
     """GitHub's hosted runners have no GPU and about 14 GB of disk: the jobs there set
-    CPU_TORCH, with which `make` installs binder/requirements.txt (the lock less the CUDA
-    packages, PyTorch's CPU index first) instead of requirements.txt; the GPU runner keeps
-    the CUDA build."""
+    CPU_TORCH, with which `make` installs the whole lock less the CUDA packages, PyTorch's
+    CPU index first, instead of requirements.txt; the GPU runner keeps the CUDA build."""
     for name in ("cpu", "book-cpu"):
         assert workflow["jobs"][name]["env"].get("CPU_TORCH") == "1", name
     assert "CPU_TORCH" not in workflow["jobs"]["gpu"].get("env", {})
     venv = tmp_path / "venv"
     cpu = _make_dry_run("env", "CPU_TORCH=1", f"VENV={venv}")
-    assert "pip install --quiet -r binder/requirements.txt" in cpu, cpu
+    write = f"binder/make_requirements.py --cpu-lock {venv}/requirements-cpu.txt"
+    assert write in cpu and f"pip install --quiet -r {venv}/requirements-cpu.txt" in cpu, cpu
     assert "-r requirements.txt" not in cpu, cpu
+    # What that writes: every pin of the lock but the CUDA-only ones, and the CPU index.
+    lock = _pins((ROOT / "requirements.txt").read_text())
+    written = tmp_path / "requirements-cpu.txt"
+    subprocess.run([sys.executable, ROOT / "binder" / "make_requirements.py", "--cpu-lock",
+                    written], check=True)  # fmt: skip
+    text = written.read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text.splitlines()
+    cpu_pins = _pins(text)
+    assert cpu_pins["torch"] == lock["torch"] and "pytest" in cpu_pins
+    assert {n for n in lock if n not in cpu_pins} == {
+        n for n in lock if re.match(r"(nvidia-|cuda-|triton$)", n.lower())}
     cuda = _make_dry_run("env", f"VENV={venv}")
     assert "pip install --quiet -r requirements.txt" in cuda, cuda
     # Another stamp: switching between the builds reinstalls.
