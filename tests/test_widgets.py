@@ -343,3 +343,43 @@ def test_a_figure_function_draws_the_finished_run_instead_of_its_history():
     result = controls.train()
     assert seen == [result]
     assert [t["name"] for t in shown_figure(controls)["data"]] == ["mine"]
+
+
+def test_a_figure_function_that_raises_leaves_a_status_and_a_working_panel():
+    def figure(run: RunResult) -> None:
+        raise ValueError("no such trace")
+
+    controls = make(FakeTrainer(), figure=figure)
+    result = controls.train()
+    assert result is not None and controls.result is result  # the run is kept
+    assert controls.status.text == (
+        "Trained, but drawing the figure failed: ValueError: no such trace")
+    assert controls.progress.bar_style == "danger"
+    assert not controls.button.disabled and not controls.running
+    controls.figure = None
+    assert controls.train() is not None and controls.progress.bar_style == "success"
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), GeneratorExit()])
+def test_a_base_exception_in_train_fn_says_so_and_goes_on(error):
+    """Not an Exception, not an interrupt: the status says what stopped the run and the
+    panel works, and the exception goes on to the kernel, as it would without the panel."""
+    trainer = FakeTrainer(error=error)
+    controls = make(trainer)
+    with pytest.raises(type(error)):
+        controls.train()
+    name = type(error).__name__
+    assert controls.status.text.startswith(f"Training stopped: {name}")
+    assert controls.status.text.endswith("Nothing was kept.")
+    assert controls.progress.bar_style == "danger"
+    assert not controls.button.disabled and not controls.running
+    trainer.error = None
+    assert controls.train() is not None
+
+
+def test_a_value_just_over_a_bound_is_shown_as_given():
+    controls = make(FakeTrainer(), bounds={"lr": (1e-4, 2.0)})
+    controls.controls["lr"].value = 2.0000001
+    assert controls.train() is None
+    assert controls.status.text == (
+        "Not trained: learning rate must be between 0.0001 and 2, got 2.0000001.")

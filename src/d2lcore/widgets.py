@@ -173,7 +173,9 @@ class LiveControls:
                 if not _is_number(value) or not math.isfinite(value):
                     return f"{label} must be a number, got {value!r}"
                 if not low <= value <= high:
-                    return f"{label} must be between {low:g} and {high:g}, got {value:g}"
+                    # The value as typed: ``:g`` would round 2.0000001 to "2", which reads
+                    # as inside the bounds.
+                    return f"{label} must be between {low:g} and {high:g}, got {value!r}"
             elif value not in self.axes[name]:
                 return f"{label} must be one of {[format_value(v) for v in self.axes[name]]}"
         return None
@@ -240,6 +242,12 @@ class LiveControls:
             self.progress.bar_style = "danger"
             self.status.text = f"Training failed: {type(error).__name__}: {error}"
             return None
+        except BaseException as error:  # SystemExit and the like: say so, then let it go on
+            self.progress.bar_style = "danger"
+            detail = f": {error}" if str(error) else ""
+            name = type(error).__name__
+            self.status.text = f"Training stopped: {name}{detail}. Nothing was kept."
+            raise
         if not isinstance(result, RunResult):
             self.progress.bar_style = "danger"
             self.status.text = (f"Training returned {type(result).__name__}, not a RunResult: "
@@ -247,7 +255,12 @@ class LiveControls:
                                 "RunResult.")  # fmt: skip
             return None
         self.result = result
-        self._show(result, config, time.perf_counter() - start)
+        try:
+            self._show(result, config, time.perf_counter() - start)
+        except Exception as error:  # the run is kept; only its figure is missing
+            self.progress.bar_style = "danger"
+            self.status.text = (f"Trained, but drawing the figure failed: "
+                                f"{type(error).__name__}: {error}")  # fmt: skip
         return result
 
     def _show(self, result: RunResult, config: Mapping[str, AxisValue], seconds: float) -> None:
