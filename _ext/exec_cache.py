@@ -7,6 +7,9 @@ profile (``D2L_PROFILE``) or in the device would otherwise leave stale outputs i
 book. This extension stores a fingerprint of those beside the cache and empties the
 cache when the fingerprint differs, so every page runs again.
 
+A damaged cache (a database that cannot be read, a record whose notebook is gone) is
+emptied too, with the reason in the build log, instead of stopping the build.
+
 ``D2L_EXECUTE=force`` empties the cache on every build (what CI does for a clean rebuild;
 ``make book-ci`` sets it).
 
@@ -51,6 +54,25 @@ def build_fingerprint(root: Path) -> dict[str, str]:
     }
 
 
+def cache_damage(cache: Path) -> str | None:
+    """Why the jupyter-cache in ``cache`` cannot be used, or ``None`` when it can (or does
+    not exist yet). A truncated database or a record whose notebook is gone would stop the
+    build with a raw database error or a ``KeyError`` inside myst-nb."""
+    if not (cache / "global.db").exists():
+        return None
+    from jupyter_cache import get_cache
+
+    try:
+        records = get_cache(str(cache)).list_cache_records()
+    except Exception as error:  # sqlite: "file is not a database", "disk image is malformed"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"its database cannot be read ({type(error).__name__}: {first[:200]})"
+    for record in records:
+        if not (cache / "executed" / record.hashkey / "base.ipynb").is_file():
+            return f"the notebook of its record {record.pk} is missing"
+    return None
+
+
 def _check_cache(app: Sphinx) -> None:
     config = getattr(app.env, "mystnb_config", None)
     if config is None or config.execution_mode != "cache":
@@ -66,8 +88,11 @@ def _check_cache(app: Sphinx) -> None:
         old = json.loads(stamp.read_text())
     except (OSError, ValueError):
         old = None
+    damage = cache_damage(cache)
     if os.environ.get(FORCE_ENV, "").lower() == "force":
         reason = f"{FORCE_ENV}=force"
+    elif damage is not None:
+        reason = f"it is damaged: {damage}"
     elif old is None:
         reason = "no fingerprint recorded" if cache.exists() else ""
     elif old != fingerprint:

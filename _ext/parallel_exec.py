@@ -29,7 +29,8 @@ import re
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -93,6 +94,19 @@ def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: 
         result = single_nb_execution(notebook, cwd=where, timeout=timeout,
                                      allow_errors=allow_errors, meta_override=True)  # fmt: skip
     return result.nb, result.time, result.exc_string if result.err is not None else None
+
+
+def _execute_alone(context: Any, *args: Any) -> tuple[Any, float, str | None]:
+    """:func:`_execute` in a worker process of its own: a worker that dies (killed, out of
+    memory) fails its own page only, not the pages of a shared pool."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_execute, *args).result()
+
+
+def _why(failure: str) -> str:
+    """The last line of a failure's traceback: what the log says about it."""
+    lines = [line.strip() for line in failure.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
 
 
 def pending_pages(env: BuildEnvironment, docnames: list[str]) -> list[Pending]:
@@ -163,22 +177,27 @@ def execute_pending(cache_path: str, pending: list[Pending], jobs: int) -> list[
                 f"each): {', '.join(p.docname for p in order)}")  # fmt: skip
     records = []
     start = time.perf_counter()
-    # "spawn": a fresh interpreter per worker, not a fork of Sphinx and its threads.
+    # "spawn": a fresh interpreter per worker, not a fork of Sphinx and its threads; one
+    # worker per page, ``jobs`` at a time (the threads only wait for them).
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {
-            pool.submit(_execute, p.notebook, p.cwd, p.timeout, p.allow_errors, threads): p
+            pool.submit(_execute_alone, context, p.notebook, p.cwd, p.timeout, p.allow_errors,
+                        threads): p
             for p in order
-        }
+        }  # fmt: skip
         for future in as_completed(futures):
             page = futures[future]
             try:
                 notebook, seconds, failure = future.result()
-            except Exception as error:  # the worker itself died
+            except BrokenProcessPool:
+                notebook, seconds, failure = None, 0.0, (
+                    "its worker process died (killed, or out of memory)")
+            except Exception as error:  # the worker could not start or send its result
                 notebook, seconds, failure = None, 0.0, f"{type(error).__name__}: {error}"
             if failure is not None:
-                LOGGER.info(f"{page.docname} failed in parallel execution; it runs again "
-                            "as it is read, which reports the error")  # fmt: skip
+                LOGGER.info(f"{page.docname} failed in parallel execution ({_why(failure)}); "
+                            "it runs again as it is read, which reports any error")  # fmt: skip
                 continue
             stage = cache.add_nb_to_project(str(page.path), read_data=page.read_fmt)
             record = cache.cache_notebook_bundle(

@@ -219,6 +219,64 @@ def test_execution_cache_reruns_a_page_only_when_something_changed(tmp_path: Pat
     assert build_and_count() == 3  # forced
 
 
+def test_a_dead_worker_fails_over_only_its_own_page(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    """A page whose parallel-execution worker is killed (its kernel kills it, the first
+    time only) runs again as Sphinx reads it, and the log says why; the other pages are
+    executed once, in parallel, as before (a dead worker used to break the shared pool
+    and send every page back to myst-nb)."""
+    runs = tmp_path / "runs.txt"
+    marker = tmp_path / "killed-once"
+    killer = ("import os, signal, pathlib\n"
+              f"marker = pathlib.Path({str(marker)!r})\n"
+              f"open({str(runs)!r}, 'a').write('killer\\n')\n"
+              "if not marker.exists():\n"
+              "    marker.write_text('')\n"
+              "    os.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent: the worker\n"
+              "print('killer survived')")  # fmt: skip
+    book = tiny_book(tmp_path, "Page index", _timed_page(runs, "index"))
+    add_page(book, "a", "Page a", _timed_page(runs, "a"))
+    add_page(book, "killer", "Page killer", killer)
+    monkeypatch.delenv("D2L_EXECUTE", raising=False)
+    monkeypatch.setenv("D2L_EXECUTE_JOBS", "2")
+    result = build_book(book, output=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert ("killer failed in parallel execution (its worker process died (killed, or out "
+            "of memory))") in log, log[-3000:]
+    names = [line.split()[0] for line in runs.read_text().splitlines()]
+    assert sorted(names) == ["a", "index", "killer", "killer"], names
+    assert "executed index in" in log and "executed a in" in log
+
+
+@pytest.mark.parametrize("damage", ["truncated database", "missing record"])
+def test_a_damaged_execution_cache_is_started_afresh(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, damage):
+    """A cut-short ``global.db`` stopped every build with a raw database error, a record
+    folder that is gone with a ``KeyError`` inside myst-nb: the build says the cache is
+    damaged, empties it and executes the page again."""
+    runs = tmp_path / "runs.txt"
+    book = tiny_book(tmp_path, "A page that counts its runs",
+                     f"open({str(runs)!r}, 'a').write('run\\n')")
+    monkeypatch.delenv("D2L_EXECUTE", raising=False)
+    first = build_book(book, output=tmp_path)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    if damage == "truncated database":
+        db = cache / "global.db"
+        db.write_bytes(db.read_bytes()[:1000])
+    else:
+        [record] = (cache / "executed").iterdir()
+        shutil.rmtree(record)
+    second = build_book(book, output=tmp_path)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert "emptying the execution cache (it is damaged: " in log, log[-3000:]
+    assert len(runs.read_text().splitlines()) == 2  # executed again
+    third = build_book(book, output=tmp_path)  # and the new cache serves the next build
+    assert third.returncode == 0 and len(runs.read_text().splitlines()) == 2
+
+
 def test_pages_start_longest_first_and_an_unmeasured_page_before_all():
     seconds = exec_order.expected_seconds()
     measured = sorted(seconds, key=seconds.__getitem__)  # shortest first
