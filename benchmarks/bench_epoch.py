@@ -56,12 +56,8 @@ except ImportError:
 
 import d2lcore  # noqa: E402
 from d2lcore.conv import LeNet  # noqa: E402
-from d2lcore.data import (  # noqa: E402
-    FASHION_MNIST_FILES,
-    Splits,
-    fashion_mnist_splits,
-    find_fashion_mnist,
-)
+from d2lcore.data import Splits, fashion_mnist_splits  # noqa: E402
+from d2lcore.datafiles import FASHION_MNIST_FILES, find_fashion_mnist  # noqa: E402
 from d2lcore.init import init_weights  # noqa: E402
 from d2lcore.models import MLP, SoftmaxRegression  # noqa: E402
 from d2lcore.train import fit  # noqa: E402

@@ -10,29 +10,31 @@ from torch import nn
 from d2lcore.attention import (
     AdditiveAttention,
     DotProductAttention,
-    EncoderBlock,
     MultiHeadAttention,
     NWKernelRegression,
-    Seq2SeqTransformer,
-    TransformerConfig,
-    TransformerEncoder,
     anti_diagonal_mass,
     causal_mask,
     fit_bandwidth,
-    greedy_decode,
     kernel_regression_data,
     masked_softmax,
     nadaraya_watson,
+    sinusoidal_encoding,
+)
+from d2lcore.train import RunResult
+from d2lcore.transformer import (
+    EncoderBlock,
+    Seq2SeqTransformer,
+    TransformerConfig,
+    TransformerEncoder,
+    greedy_decode,
     order_blind_reversal_accuracy,
     reversal_data,
     shift_right,
-    sinusoidal_encoding,
     sorting_data,
     token_accuracy,
     train_reversal,
     train_seq2seq,
 )
-from d2lcore.train import RunResult
 
 d2l = pytest.importorskip("d2l.torch")
 

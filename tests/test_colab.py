@@ -80,7 +80,7 @@ def test_setup_cell_comes_first_and_asks_only_for_what_the_page_uses():
     page = _notebook("import d2l.torch as d2l", "splits = fashion_mnist_splits()")
     setup = _setup_cell(tool.colab_notebook(page, source="s", d2l="d2l==1.0.3", commit="c",
                                             page="chapters/p"))  # fmt: skip
-    assert "pip_install('--no-deps', 'd2l==1.0.3')" in setup.replace('"', "'")
+    assert "install_if_missing('d2l', '--no-deps', 'd2l==1.0.3')" in setup.replace('"', "'")
     assert "ensure_fashion_mnist()" in setup
 
 
@@ -99,10 +99,109 @@ def test_setup_cell_picks_the_gpu_profile_on_cuda_unless_told_otherwise(
         monkeypatch.setenv("D2L_PROFILE", preset)
     installs: list[list[str]] = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: installs.append(cmd))  # none
-    setup = tool.setup_source("d2lcore", d2l="d2l==1.0.3", fashion_mnist=False)
+    setup = tool.setup_source("d2lcore", d2l=None, fashion_mnist=False)
     exec(compile(setup, "setup", "exec"), {})  # d2lcore is importable here: no install
     assert installs == []
     assert os.environ.get("D2L_PROFILE") == expected
+
+
+class FakePip:
+    """Stands in for pip and for what it installs: ``importlib.util.find_spec`` finds
+    ``d2lcore`` and ``d2l`` only once "installed" (or when ``installed`` says so)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, installed: set[str]) -> None:
+        import importlib.util
+
+        self.installed = set(installed)
+        self.installs: list[list[str]] = []
+        real = importlib.util.find_spec
+
+        def find_spec(name: str, package: str | None = None) -> Any:
+            if name in {"d2lcore", "d2l"} and name not in self.installed:
+                return None
+            return real(name, package)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        monkeypatch.setattr(subprocess, "run", self.run)
+
+    def run(self, cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        args = cmd[cmd.index("--quiet") + 1 :]
+        self.installs.append(args)
+        self.installed.add("d2l" if "d2l==1.0.3" in args else "d2lcore")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [({"d2lcore", "d2l"}, []),
+     ({"d2lcore"}, [["--no-deps", "d2l==1.0.3"]]),  # d2lcore there: d2l was never installed
+     (set(), [["d2lcore @ git+x"], ["--no-deps", "d2l==1.0.3"]])],
+    ids=["both-there", "d2l-missing", "both-missing"],
+)  # fmt: skip
+def test_setup_cell_installs_each_missing_package_on_its_own(
+    monkeypatch: pytest.MonkeyPatch, installed: set[str], expected: list[list[str]],
+    capsys: pytest.CaptureFixture[str],
+):  # fmt: skip
+    """Each install checks its own package: a d2lcore that is there no longer hides a
+    missing d2l."""
+    pip = FakePip(monkeypatch, installed)
+    setup = tool.setup_source("d2lcore @ git+x", d2l="d2l==1.0.3", fashion_mnist=False)
+    exec(compile(setup, "setup", "exec"), {})
+    assert pip.installs == expected
+    exec(compile(setup, "setup", "exec"), {})  # run again: nothing more to do
+    assert pip.installs == expected
+    assert capsys.readouterr().out.count("d2lcore from d2lcore @ git+x") == 2
+
+
+def test_a_rerun_retries_the_failed_download_and_only_then_says_done(
+    tiny_fashion_mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):  # fmt: skip
+    """The first run installs d2lcore and then fails to fetch the data (the mirror lacks a
+    file). A rerun used to skip every step because d2lcore was there, print success, and
+    leave the next cell to fail with DataNotFoundError: it retries the download, and
+    success is printed only once the data are there."""
+    import torch
+
+    from d2lcore import datafiles
+
+    folder, md5, arrays = tiny_fashion_mnist  # the tiny files stand for Fashion-MNIST
+    sizes = {name: len(a.tobytes()) + 4 + 4 * a.ndim for name, a in arrays.items()}
+    monkeypatch.setattr(datafiles, "FASHION_MNIST_FILES", {n: (md5[n], sizes[n]) for n in md5})
+    monkeypatch.setattr(datafiles, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(datafiles, "USER_CACHE_DIR", tmp_path / "no-cache")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("D2L_PROFILE", raising=False)
+    served = tmp_path / "served"
+    shutil.copytree(folder, served)
+    last = list(md5)[-1]
+    (served / f"{last}.gz").rename(tmp_path / "held-back.gz")
+    data = tmp_path / "data"
+    monkeypatch.setenv("D2L_FASHION_MNIST_DIR", str(data))
+    pip = FakePip(monkeypatch, installed=set())
+    setup = tool.setup_source("d2lcore @ git+x", d2l=None, fashion_mnist=True)
+
+    with serving(served) as (url, asked):
+        monkeypatch.setenv("D2L_FASHION_MNIST_URL", url)
+        with pytest.raises(datafiles.DataNotFoundError, match=rf"{last}.gz: the server "
+                           "answered 404"):  # fmt: skip
+            exec(compile(setup, "setup", "exec"), {})
+        out = capsys.readouterr().out
+        assert "Fashion-MNIST:" not in out and "d2lcore from" not in out
+        assert pip.installs == [["d2lcore @ git+x"]]
+        assert set(asked) == {f"/{n}.gz" for n in md5}  # three fetched and kept, one missing
+        first = len(asked)  # (the server logs a 404 twice)
+
+        (tmp_path / "held-back.gz").rename(served / f"{last}.gz")  # the mirror is back
+        exec(compile(setup, "setup", "exec"), {})
+        out = capsys.readouterr().out
+        assert f"Fashion-MNIST: {data}" in out and "d2lcore from d2lcore @ git+x" in out
+        assert asked[first:] == [f"/{last}.gz"], "only the missing file is fetched again"
+        assert pip.installs == [["d2lcore @ git+x"]], "d2lcore is not installed twice"
+
+        exec(compile(setup, "setup", "exec"), {})  # and again: nothing to do, same result
+        assert "d2lcore from" in capsys.readouterr().out and len(asked) == first + 1
+    datafiles.check_fashion_mnist(data)
 
 
 def test_missing_build_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

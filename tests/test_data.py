@@ -1,26 +1,20 @@
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from d2lcore import data
-from d2lcore.data import (
-    DataFileError,
-    DataNotFoundError,
-    Splits,
-    TensorLoader,
-    load_fashion_mnist,
-    read_idx,
-    synthetic_linear_data,
-    text_labels,
-    train_val_split,
-)
+from d2lcore import data, datafiles
+from d2lcore.data import Splits, TensorLoader, synthetic_linear_data, text_labels, train_val_split
+from d2lcore.datafiles import DataFileError, DataNotFoundError, load_fashion_mnist, read_idx
 
 from .conftest import idx_bytes
 
-REAL = data.DEBIAN_DIR.is_dir() or bool(__import__("os").environ.get(data.FASHION_MNIST_ENV))
+REAL = datafiles.DEBIAN_DIR.is_dir() or bool(os.environ.get(datafiles.FASHION_MNIST_ENV))
 
 
 def test_synthetic_linear_data_follows_the_model():
@@ -82,9 +76,9 @@ def test_garbage_is_not_an_idx_file(tmp_path):
 
 
 def test_missing_data_lists_places_and_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
-    monkeypatch.setattr(data, "USER_CACHE_DIR", tmp_path / "no-cache")
-    monkeypatch.delenv(data.FASHION_MNIST_ENV, raising=False)
+    monkeypatch.setattr(datafiles, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(datafiles, "USER_CACHE_DIR", tmp_path / "no-cache")
+    monkeypatch.delenv(datafiles.FASHION_MNIST_ENV, raising=False)
     with pytest.raises(DataNotFoundError) as err:
         load_fashion_mnist("train")
     msg = str(err.value)
@@ -93,8 +87,23 @@ def test_missing_data_lists_places_and_how_to_get_it(tmp_path, monkeypatch):
 
 def test_env_variable_folder_is_searched(tiny_fashion_mnist, monkeypatch):
     folder, md5, _ = tiny_fashion_mnist
-    monkeypatch.setenv(data.FASHION_MNIST_ENV, str(folder))
-    assert data.fashion_mnist_dirs()[0] == Path(folder)
+    monkeypatch.setenv(datafiles.FASHION_MNIST_ENV, str(folder))
+    assert datafiles.fashion_mnist_dirs()[0] == Path(folder)
+
+
+def test_the_data_module_keeps_the_names_and_the_command_the_readme_gives(tiny_fashion_mnist):
+    """``d2lcore.data.download_fashion_mnist`` (the error messages' advice) and
+    ``python -m d2lcore.data --check`` (the Makefile's) are :mod:`d2lcore.datafiles`'."""
+    for name in ("download_fashion_mnist", "ensure_fashion_mnist", "find_fashion_mnist",
+                 "DEBIAN_DIR", "FASHION_MNIST_FILES"):  # fmt: skip
+        assert getattr(data, name) is getattr(datafiles, name)
+    assert "import d2lcore.data as d; d.download_fashion_mnist()" in datafiles.HOW_TO_GET
+    folder, _, _ = tiny_fashion_mnist
+    command = [sys.executable, "-m", "d2lcore.data", "--root", str(folder)]
+    found = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and found.stdout.strip() == str(folder)
+    checked = subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 1 and "fails its checksum" in checked.stderr  # tiny files
 
 
 def test_text_labels():
@@ -103,7 +112,7 @@ def test_text_labels():
 
 @pytest.mark.skipif(not REAL, reason="Fashion-MNIST is not installed")
 def test_real_fashion_mnist_checksums_and_shapes():
-    folder = data.check_fashion_mnist()
+    folder = datafiles.check_fashion_mnist()
     assert folder.is_dir()
     splits = data.fashion_mnist_splits(batch_size=256, device="cpu")
     assert len(splits.train[1]) == 50_000 and len(splits.val[1]) == 10_000

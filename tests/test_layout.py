@@ -13,11 +13,12 @@ PACKAGE = Path(d2lcore.__file__).parent
 #: The floors, lowest first (the README's layout table and the package docstring say
 #: the same). A new module must be placed here.
 FLOORS: dict[str, tuple[str, ...]] = {
-    "foundation": ("device", "profile", "data", "models", "conv", "init", "metrics", "train"),
+    "foundation": ("device", "profile", "datafiles", "data", "models", "conv", "init",
+                   "metrics", "train"),
     "runs": ("cache", "grid", "config", "batched", "sweep"),
     "figures": ("plotting", "sliders", "widgets"),
-    "topics": ("polynomial", "surface", "optim", "diagnostics", "attention", "finetune",
-               "playground"),
+    "topics": ("polynomial", "surface", "optim", "diagnostics", "attention", "transformer",
+               "finetune", "playground_data", "playground", "playground_figure"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}
 

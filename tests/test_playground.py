@@ -16,22 +16,22 @@ import torch
 from torch import nn
 
 from d2lcore.playground import (
-    BOUNDARY_COLORSCALE,
-    DATASETS,
-    EXTENT,
-    PLAYGROUND_JS,
     around_default,
     build_mlp,
     flat_weights,
-    live_playground,
     load_flat_weights,
-    make_dataset,
-    plane,
-    playground_data,
-    playground_figure,
-    playground_program,
     predict_proba,
     train_stacked,
+)
+from d2lcore.playground_data import DATASETS, make_dataset, playground_data
+from d2lcore.playground_figure import (
+    BOUNDARY_COLORSCALE,
+    EXTENT,
+    PLAYGROUND_JS,
+    live_playground,
+    plane,
+    playground_figure,
+    playground_program,
 )
 
 from .browser_helpers import move_slider, redraw_times

@@ -8,7 +8,9 @@ Colab's torch: ``d2lcore`` asks only for ``torch>=2.4``), adds the ``d2l`` refer
 where the page imports it (without dependencies, as ``make setup`` does), and fetches
 Fashion-MNIST through :func:`d2lcore.data.ensure_fashion_mnist` where the page uses it
 (checked against the same checksums as the Debian copy). On a GPU it selects the
-``gpu`` profile unless ``D2L_PROFILE`` says otherwise.
+``gpu`` profile unless ``D2L_PROFILE`` says otherwise. Each step checks its own result
+(what is installed, whether the data are there and verified), so the cell is safe to run
+again: after a failed download, or after a runtime restart.
 
 CI publishes the notebooks on the ``colab`` branch, where each page's "Colab" launch
 button (``_ext/colab.py``) points::
@@ -38,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SETUP_TAG = "d2l-colab-setup"
 
 SETUP_CELL = '''\
-# Colab: where d2lcore is missing, install it from the commit that built this page
-# (Colab's own torch is kept){d2l_clause}{data_clause}. On a GPU, use the gpu profile
-# unless D2L_PROFILE says otherwise.
+# Colab: install d2lcore where it is missing, from the commit that built this page
+# (Colab's own torch is kept).{d2l_clause}{data_clause}
+# Each step checks its own result: run the cell again after a failure or a restart.
+# On a GPU, use the gpu profile unless D2L_PROFILE says otherwise.
 import importlib
 import importlib.util
 import os
@@ -58,10 +61,17 @@ def pip_install(*args: str) -> None:
         raise RuntimeError(f"pip install {{' '.join(args)}} failed:\\n{{output}}")
 
 
-if importlib.util.find_spec("d2lcore") is None:
-    pip_install(D2LCORE)
-{d2l_install}    importlib.invalidate_caches()
-{data_fetch}
+def install_if_missing(module: str, *args: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pip_install(*args)
+        importlib.invalidate_caches()
+        if importlib.util.find_spec(module) is None:
+            raise RuntimeError(f"pip installed {{' '.join(args)}}, but {{module}} cannot be "
+                               "imported: restart the runtime and run this cell again")
+
+
+install_if_missing("d2lcore", D2LCORE)
+{d2l_install}{data_fetch}
 import torch
 
 if torch.cuda.is_available() and not os.environ.get("D2L_PROFILE"):
@@ -71,19 +81,24 @@ print("d2lcore from", D2LCORE, "| profile:", os.environ.get("D2L_PROFILE") or "c
 
 
 def setup_source(source: str, *, d2l: str | None, fashion_mnist: bool) -> str:
-    """The setup cell's code: install ``source`` (a pip requirement for d2lcore), the
-    ``d2l`` requirement where given, and fetch Fashion-MNIST where the page needs it."""
+    """The setup cell's code: install ``source`` (a pip requirement for d2lcore) and the
+    ``d2l`` requirement where given, each where it is missing, and fetch Fashion-MNIST
+    where the page needs it and the files are not all there and verified
+    (``ensure_fashion_mnist`` keeps what verifies). Each step runs whenever the cell does,
+    so a rerun after a failed step retries it; success is printed only at the end."""
     d2l_install = ""
     if d2l is not None:
-        d2l_install = f'    pip_install("--no-deps", {d2l!r})\n'
+        d2l_install = f'install_if_missing("d2l", "--no-deps", {d2l!r})\n'
     data_fetch = ""
     if fashion_mnist:
-        data_fetch = ("    from d2lcore.data import ensure_fashion_mnist\n\n"
-                      '    print("Fashion-MNIST:", ensure_fashion_mnist())\n')  # fmt: skip
+        data_fetch = ("\nfrom d2lcore.data import ensure_fashion_mnist\n\n"
+                      'print("Fashion-MNIST:", ensure_fashion_mnist())\n')  # fmt: skip
     return SETUP_CELL.format(
         source=source,
-        d2l_clause=", with the d2l reference this page compares with" if d2l else "",
-        data_clause=", and download Fashion-MNIST (checksums verified)" if fashion_mnist else "",
+        d2l_clause=("\n# Install the d2l reference this page compares with, where missing."
+                    if d2l else ""),
+        data_clause=("\n# Fetch Fashion-MNIST where it is not all here and verified (checksums)."
+                     if fashion_mnist else ""),
         d2l_install=d2l_install,
         data_fetch=data_fetch,
     )

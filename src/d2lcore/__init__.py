@@ -4,9 +4,11 @@ One concept per module, in four floors; each imports only its own floor and the 
 below (``tests/test_layout.py`` checks it):
 
 - **foundation**: ``device`` (the device, seeds), ``profile`` (``D2L_PROFILE``: how much
-  the pages train), ``data`` (Fashion-MNIST from checked files, ``Splits`` of tensors with
-  ``.loader()``), ``models`` and ``conv`` (plain ``nn.Module`` s), ``init``, ``metrics``,
-  ``train`` (the one ``fit`` loop, ``History``, ``RunResult``: what every trainer returns).
+  the pages train), ``datafiles`` (Fashion-MNIST's files: lookup, checksums, IDX, download,
+  the ``--check`` command), ``data`` (``Splits`` of tensors with ``.loader()``,
+  Fashion-MNIST and synthetic data in memory), ``models`` and ``conv`` (plain
+  ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one ``fit`` loop, ``History``,
+  ``RunResult``: what every trainer returns).
 - **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
   the one configuration order; ``run_grid``, a cached grid of any per-configuration
   function with extras), ``config`` (``TrainConfig``: hyperparameters, momentum and the
@@ -18,9 +20,11 @@ below (``tests/test_layout.py`` checks it):
   ``widgets`` (live controls that re-train a configuration in a kernel).
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
   descent on it), ``optim`` (SGD, momentum, RMSProp and Adam on a 2-D quadratic, batched),
-  ``diagnostics``, ``attention``, ``finetune``, ``playground`` (+
-  ``playground.js``): what one chapter needs beyond the floors, built on ``fit`` and
-  the grid.
+  ``diagnostics``, ``attention``, ``transformer`` (its models, tasks and trainers),
+  ``finetune``, the MLP playground (``playground_data``: its 2-D data sets;
+  ``playground``: configurations, stacked training, weight encoding;
+  ``playground_figure`` + ``playground.js``: the figure and live controls): what one
+  chapter needs beyond the floors, built on ``fit`` and the grid.
 """
 
 from d2lcore.device import get_device, set_seed

@@ -48,6 +48,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from d2lcore.config import TrainConfig
+from d2lcore.data import Split
 from d2lcore.device import make_generator
 from d2lcore.models import ACTIVATIONS, Dropout, as_sequential
 from d2lcore.train import History
@@ -57,8 +58,6 @@ from d2lcore.train import History
 DROPOUT_STREAM = 1 << 32
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
 ADAM_EPS = 1e-8
-
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 class SplitData(Protocol):
