@@ -17,8 +17,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
                    "metrics", "train"),
     "runs": ("cache", "grid", "config", "batched", "sweep"),
     "figures": ("plotting", "sliders", "widgets"),
-    "topics": ("polynomial", "surface", "optim", "diagnostics", "attention", "transformer",
-               "finetune", "playground_data", "playground", "playground_figure"),
+    "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
+               "transformer", "finetune", "playground_data", "playground", "playground_figure"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}
 
