@@ -7,7 +7,7 @@
   copied to ``_static/vendor/d2l-sliders.js`` and loaded after plotly.js only on pages
   that hold a slider figure; the copy each figure carries inline (for notebooks shown
   outside the book) is removed from those pages. ``playground.js`` (the MLP
-  playground's, ``d2lcore.playground``) is served the same way as ``d2l-playground.js``.
+  playground's, ``d2lcore.playground_figure``) is served the same way as ``d2l-playground.js``.
 - MathJax 3 (unpacked from the npm registry into ``.vendor/mathjax`` by ``make``) is
   copied to ``_static/vendor/mathjax``; ``mathjax_path`` in ``_config.yml`` points there.
 
@@ -33,7 +33,7 @@ SLIDERS_JS = (Path(next(iter(_D2LCORE.submodule_search_locations or []))) / "sli
               if _D2LCORE is not None else Path("sliders.js"))  # fmt: skip
 #: What a slider figure's inline script calls; a page that holds it needs sliders.js.
 SLIDERS_CALL = "window.d2lSliders.attach("
-#: The MLP playground's page script (``d2lcore.playground``), served the same way.
+#: The MLP playground's page script (``d2lcore.playground_figure``), served the same way.
 PLAYGROUND_JS = SLIDERS_JS.with_name("playground.js")
 PLAYGROUND_CALL = "window.d2lPlayground.attach("
 #: Each page script: its file, what a figure that needs it calls, its name when served.

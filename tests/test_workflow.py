@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows do what the README promises. book.yml: a GPU runner tests,
+"""The GitHub Actions workflows do what MAINTAINING.md promises. book.yml: a GPU runner tests,
 rebuilds and publishes the book; a GitHub-hosted runner runs the tests; only trusted code
 reaches the GPU runner; its caches survive the workspace cleaning. compat.yml: the unit
 tests with the lowest supported torch (`make test-compat`), weekly and by hand."""
@@ -204,11 +204,11 @@ def test_runs_started_by_hand_have_the_documented_inputs(workflow):
     assert inputs["ref"]["type"] == "string" and inputs["ref"]["default"] == ""
     assert "refs/pull/" in inputs["ref"]["description"]
     assert inputs["clean"]["type"] == "boolean" and inputs["clean"]["default"] is False
-    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
-    readme = readme.split("\n## ")[0]
+    guide = (ROOT / "MAINTAINING.md").read_text().split("## Continuous integration")[1]
+    guide = guide.split("\n## ")[0]
     for name in inputs:
-        assert f"`{name}`" in readme or f"`{name} =" in readme, f"README: input {name}"
-    assert "refs/pull/" in readme and "Run workflow" in readme
+        assert f"`{name}`" in guide or f"`{name} =" in guide, f"MAINTAINING.md: input {name}"
+    assert "refs/pull/" in guide and "Run workflow" in guide
     # every job that checks code out builds the ref asked for
     for name, job in workflow["jobs"].items():
         for step in steps(job):
@@ -268,8 +268,8 @@ def test_no_self_hosted_job_for_pull_requests_or_outside_main(workflow):
                 assert context["github"]["event_name"] in {"push", "workflow_dispatch"}
     # What a fork cannot edit, documented where a maintainer sets the runner up.
     header = WORKFLOW.read_text().split("\nname:")[0]
-    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
-    for text in (header, readme):
+    guide = (ROOT / "MAINTAINING.md").read_text().split("## Continuous integration")[1]
+    for text in (header, guide):
         text = " ".join(re.sub(r"^#", "", text, flags=re.M).split())
         assert "book.yml@refs/heads/main" in text and "Selected workflows" in text
         assert "Require approval for all external contributors" in text
@@ -564,11 +564,11 @@ def test_compat_runs_weekly_and_by_hand_only(compat, workflow):
     # book.yml's jobs run when they did (test_which_jobs_run_for_each_event): its cpu job
     # has no `if:`, so a schedule there would run it too.
     assert "schedule" not in triggers(workflow)
-    readme = (ROOT / "README.md").read_text().split("## Continuous integration")[1]
-    readme = readme.split("\n## ")[0]
-    assert "compat.yml" in readme and "make test-compat" in readme
+    guide = (ROOT / "MAINTAINING.md").read_text().split("## Continuous integration")[1]
+    guide = guide.split("\n## ")[0]
+    assert "compat.yml" in guide and "make test-compat" in guide
     for name in inputs:
-        assert f"`{name}`" in readme, f"README: input {name} of compat.yml"
+        assert f"`{name}`" in guide, f"MAINTAINING.md: input {name} of compat.yml"
 
 
 def test_compat_job_runs_make_test_compat_with_the_inputs(compat):
@@ -704,8 +704,9 @@ def test_the_torch_floor_is_the_one_tested():
     assert "test-compat" not in " ".join(makefile_recipe("test"))
     test_line = re.search(r"^test:(.*)$", makefile, re.M)
     assert test_line and "compat" not in test_line[1]
-    readme = (ROOT / "README.md").read_text()
-    assert f"torch {floor[1]}" in readme, "the README names the tested floor"
+    for doc in ("README.md", "MAINTAINING.md"):
+        text = (ROOT / doc).read_text()
+        assert f"torch {floor[1]}" in text, f"{doc} names the tested floor"
 
 
 # ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 /*
- * The page script of d2lcore's MLP playground (d2lcore/playground.py).
+ * The page script of d2lcore's MLP playground (d2lcore/playground_figure.py).
  *
  * The figure has one slider for the data set, one per hyperparameter and one for the
  * epoch, whose steps do nothing (method "skip"). After Plotly.newPlot the figure calls
