@@ -3,19 +3,28 @@ modules that change trained numbers and leaves out the figure modules."""
 
 from __future__ import annotations
 
+import cmath
+import dataclasses
+import enum
+import functools
+import math
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import d2lcore
-from d2lcore import cache
+from d2lcore import cache, keys
 
 PACKAGE = Path(d2lcore.__file__).parent
 
@@ -124,3 +133,188 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     os.utime(old, (long_ago, long_ago))
     assert cache.write_json(tmp_path / "entry.json", [1]) is None
     assert not old.exists() and fresh.exists()
+
+
+# ----------------------------------------------------------------------------------
+# Describing what a run reads
+
+
+def describe(value: Any, name: str = "value") -> Any:
+    return keys.Describer().describe(value, name)
+
+
+class Colour(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+@dataclasses.dataclass
+class Settings:
+    lr: float
+    layers: tuple[int, ...] = (8,)
+
+
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
+def page_function(x: float) -> float:
+    return x + 1
+
+
+def other_function(x: float) -> float:
+    return x + 2
+
+
+def edited(t: torch.Tensor) -> torch.Tensor:
+    t[2] += 1
+    return t
+
+
+def linear(weight: float = 0.5, corner: float = 0.5) -> nn.Module:
+    layer = nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.fill_(weight)
+        layer.bias.zero_()
+        layer.weight[0, 0] = corner
+    return layer
+
+
+def reader(value: Any) -> Callable[[dict], Any]:
+    """A function that captures ``value`` in its closure, as a page's function does."""
+
+    def run(config: dict) -> Any:
+        return value, config
+
+    return run
+
+
+# (kind, a value, another value of it): each made twice by its factory.
+KINDS: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+    ("tensor element", lambda: torch.arange(6.0), lambda: edited(torch.arange(6.0))),
+    ("tensor dtype", lambda: torch.arange(6.0), lambda: torch.arange(6.0).double()),
+    ("tensor shape", lambda: torch.arange(6.0), lambda: torch.arange(6.0).reshape(2, 3)),
+    ("ndarray", lambda: np.arange(6.0), lambda: np.arange(6.0) * 2),
+    ("numpy scalar", lambda: np.float32(1), lambda: np.float64(1)),
+    ("int", lambda: 3, lambda: 4),
+    ("float", lambda: 0.1, lambda: 0.2),
+    ("int or float", lambda: 1, lambda: 1.0),
+    ("str", lambda: "relu", lambda: "tanh"),
+    ("bool", lambda: True, lambda: False),
+    ("None", lambda: None, lambda: 0),
+    ("tuple", lambda: (1, 2), lambda: (1, 3)),
+    ("tuple or list", lambda: (1, 2), lambda: [1, 2]),
+    ("list", lambda: [1, 2], lambda: [2, 1]),
+    ("NamedTuple", lambda: Pair(1, 2), lambda: (1, 2)),
+    ("dict", lambda: {"a": 1}, lambda: {"a": 2}),
+    ("dict order", lambda: {"a": 1, "b": 2}, lambda: {"b": 2, "a": 1}),
+    ("set", lambda: {1, 2}, lambda: {1, 3}),
+    ("dataclass", lambda: Settings(0.1), lambda: Settings(0.1, (16,))),
+    ("enum", lambda: Colour.RED, lambda: Colour.BLUE),
+    ("nn.Module weights", lambda: linear(), lambda: linear(corner=1.0)),
+    ("nn.Module setting", lambda: nn.Dropout(0.1), lambda: nn.Dropout(0.2)),
+    ("nn.Module layers", lambda: nn.Sequential(nn.ReLU()), lambda: nn.Sequential(nn.Tanh())),
+    ("torch.device", lambda: torch.device("cpu"), lambda: torch.device("meta")),
+    ("torch.dtype", lambda: torch.float32, lambda: torch.float64),
+    ("torch.Generator", lambda: torch.Generator().manual_seed(0),
+     lambda: torch.Generator().manual_seed(1)),
+    ("module", lambda: math, lambda: cmath),
+    ("class", lambda: nn.Linear, lambda: nn.Conv2d),
+    ("function", lambda: page_function, lambda: other_function),
+    ("lambda", lambda: (lambda x: x + 1), lambda: (lambda x: x * 2)),
+    ("partial", lambda: functools.partial(page_function, 1),
+     lambda: functools.partial(page_function, 2)),
+    ("library function", lambda: torch.relu, lambda: torch.tanh),
+    ("nested", lambda: {"data": [(torch.zeros(2), 1)]}, lambda: {"data": [(torch.ones(2), 1)]}),
+]
+
+
+@pytest.mark.parametrize(("kind", "make", "make_other"), KINDS, ids=[k[0] for k in KINDS])
+def test_each_kind_of_captured_value_is_in_the_key(
+    kind: str, make: Callable[[], Any], make_other: Callable[[], Any]
+) -> None:
+    """Two equal values (made apart) give one key, another value another key."""
+
+    def key(value: Any) -> str:
+        return cache.key(describe(reader(value)))
+
+    assert key(make()) == key(make())
+    assert key(make()) != key(make_other())
+
+
+def compiled(source: str, *, line: int = 1, filename: str = "<cell 1>") -> Callable[..., Any]:
+    namespace: dict[str, Any] = {"__name__": "__main__", "DATA": torch.ones(3)}
+    exec(compile("\n" * (line - 1) + textwrap.dedent(source), filename, "exec"), namespace)
+    return namespace["run"]
+
+
+def test_code_is_keyed_by_what_runs_not_where_it_sits() -> None:
+    source = """
+        def run(config):
+            # a comment
+            return DATA.sum() * config["lr"]
+    """
+    key = describe(compiled(source))
+    # A cell moved down the page, or run again under another name, keeps its key.
+    assert describe(compiled(source, line=40, filename="<cell 7>")) == key
+    assert describe(compiled(source.replace("# a comment", "# another"))) == key
+    assert describe(compiled(source.replace("sum()", "mean()"))) != key
+    assert describe(compiled(source.replace('"lr"', '"wd"'))) != key
+
+
+def test_what_a_run_only_writes_stays_out_of_the_key() -> None:
+    calls: list[int] = []
+    count = 0
+
+    def collects(config: dict) -> int:
+        nonlocal count
+        count += 1
+        calls.append(1)
+        return config["lr"]
+
+    before = describe(collects)
+    calls.append(2)
+    count = 5
+    assert describe(collects) == before
+
+    def reads_calls(config: dict) -> int:
+        calls.append(1)
+        return len(calls)  # read: part of the key
+
+    before = describe(reads_calls)
+    calls.append(3)
+    assert describe(reads_calls) != before
+
+
+def test_cycles_and_recursion_end() -> None:
+    def factorial(n: int) -> int:
+        return 1 if n <= 1 else n * factorial(n - 1)
+
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert describe(factorial) == describe(factorial)
+    assert describe(reader(loop)) == describe(reader(loop))
+
+
+def test_library_code_is_named_not_read() -> None:
+    from d2lcore.train import fit
+
+    assert describe(fit) == {"function": "d2lcore.train.fit", "version": ""}
+    assert describe(torch.relu) == {"builtin": "torch._VariableFunctionsClass.relu"}
+    assert describe(np.mean)["version"] == np.__version__
+    assert describe(torch) == {"module": "torch"}
+
+
+def test_unkeyable_values_name_their_place() -> None:
+    with pytest.raises(keys.UnkeyableError, match=r"value\['a'\]\[1\] is a builtins.object"):
+        describe({"a": [1, object()]})
+    with pytest.raises(keys.UnkeyableError, match="an array of Python objects"):
+        describe(np.array([None, 1]))
+    handle = open(os.devnull)
+    try:
+        with pytest.raises(keys.UnkeyableError, match=r"run's closure variable value is a "
+                                                       r"_io.TextIOWrapper"):  # fmt: skip
+            describe(reader(handle), "fn")
+    finally:
+        handle.close()

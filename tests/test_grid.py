@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from d2lcore.grid import Grid, GridResults, run_grid
+from d2lcore.keys import UnkeyableError
 from d2lcore.train import History, RunResult
 
 AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier"]}
@@ -159,3 +162,87 @@ def test_nan_axis_value_is_refused() -> None:
         Grid({"lr": [0.1, float("nan")]})
     with pytest.raises(TypeError, match="numbers, strings or booleans"):
         Grid({"lr": [[0.1]]})
+
+
+# ----------------------------------------------------------------------------------
+# The key reads what the function reads
+
+PAGE_X = torch.arange(6.0)  # a page's data, read by the function as a global
+PAGE_OFFSET = torch.zeros(2)  # read only by a helper the function calls
+
+
+def page_helper() -> float:
+    return float(PAGE_OFFSET.sum())
+
+
+def test_editing_captured_data_trains_again(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """No depends_on: a global tensor, a closure tensor and a global that a called helper
+    reads are all in the key. An edit of one element trains again; an unchanged rerun is
+    served from the cache."""
+    page = sys.modules[__name__]
+    monkeypatch.setattr(page, "PAGE_X", PAGE_X.clone())  # edited in place below
+    monkeypatch.setattr(page, "PAGE_OFFSET", PAGE_OFFSET.clone())
+    scale = torch.ones(3)  # a closure variable
+    calls: list[dict] = []  # only collected into: the run's output, not in the key
+
+    def fn(config: dict) -> RunResult:
+        calls.append(config)
+        run = fake_run(config)
+        run.metrics["data"] = float(PAGE_X.sum() * scale.sum()) + page_helper()
+        return run
+
+    axes = {"lr": [0.1, 1.0]}
+    keys = []
+
+    def grid(trains: bool) -> GridResults:
+        before = len(calls)
+        out = run_grid(axes, fn, cache=tmp_path, name="captured")
+        assert out.meta["from_cache"] is not trains
+        assert len(calls) == before + (2 if trains else 0)
+        keys.append(out.meta["key"])
+        return out
+
+    first = grid(trains=True)
+    assert grid(trains=False).runs[0].metrics == first.runs[0].metrics
+    PAGE_X[3] += 1  # the global tensor
+    assert grid(trains=True).runs[0].metrics["data"] == first.runs[0].metrics["data"] + 3
+    grid(trains=False)
+    scale[0] = 5.0  # the closure tensor
+    grid(trains=True)
+    grid(trains=False)
+    PAGE_OFFSET[1] = 2.0  # read by page_helper only
+    assert grid(trains=True).runs[0].metrics["data"] == float(PAGE_X.sum() * scale.sum()) + 2
+    grid(trains=False)
+    assert len(set(keys)) == 4 and keys[0] == keys[1] and keys[-1] == keys[-2]
+
+
+def test_the_batch_function_is_in_the_key(tmp_path: Path) -> None:
+    weights = torch.ones(2)
+
+    def batch(configs: list[dict]) -> list[RunResult]:
+        return [fake_run({**c, "lr": c["lr"] * float(weights.sum())}) for c in configs]
+
+    def never(config: dict) -> RunResult:
+        raise AssertionError("batch should have run them")
+
+    first = run_grid(AXES, never, batch=batch, cache=tmp_path)
+    assert run_grid(AXES, never, batch=batch, cache=tmp_path).meta["from_cache"] is True
+    weights[1] = 3.0
+    again = run_grid(AXES, never, batch=batch, cache=tmp_path)
+    assert again.meta["from_cache"] is False and again.meta["key"] != first.meta["key"]
+
+
+def test_an_unkeyable_capture_is_refused_by_name(tmp_path: Path) -> None:
+    lock = threading.Lock()
+
+    def fn(config: dict) -> RunResult:
+        with lock:
+            return fake_run(config)
+
+    message = r"fn's closure variable lock is a _thread.lock, which the key cannot read"
+    with pytest.raises(UnkeyableError, match=message) as err:
+        run_grid(AXES, fn, cache=tmp_path)
+    assert "cache=False" in str(err.value) and "depends_on=" in str(err.value)
+    assert not list(tmp_path.iterdir())
+    assert len(run_grid(AXES, fn, cache=False)) == 12  # nothing is keyed without a cache

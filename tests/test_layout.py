@@ -15,7 +15,7 @@ PACKAGE = Path(d2lcore.__file__).parent
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("device", "profile", "datafiles", "data", "models", "conv", "init",
                    "metrics", "train"),
-    "runs": ("cache", "grid", "config", "batched", "sweep"),
+    "runs": ("cache", "keys", "grid", "config", "batched", "sweep"),
     "figures": ("plotting", "sliders", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
                "transformer", "finetune", "playground_data", "playground", "playground_figure"),

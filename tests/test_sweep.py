@@ -236,13 +236,6 @@ def test_train_one_follows_the_schedule_of_lambda_lr() -> None:
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4] == 1.0 and 0 < factors[-1] < 0.1
 
 
-def test_new_fields_at_their_defaults_keep_the_cache_payload() -> None:
-    """Grids that do not use momentum or schedules keep their key's payload."""
-    base = TrainConfig(lr=0.1, num_epochs=2)
-    assert set(asdict(base)) - set(base.key()) == {"momentum", "schedule", "warmup_epochs"}
-    assert "schedule" in TrainConfig(lr=0.1, num_epochs=2, schedule="cosine").key()
-
-
 def test_train_one_is_the_plain_fit() -> None:
     """train_one is fit with a seeded init and loader: check it against a hand loop."""
     spec = ModelSpec("softmax", 36, 4)
@@ -513,6 +506,23 @@ def test_changing_the_extras_function_trains_again(tmp_path: Path, counted: list
     assert doubled.meta["from_cache"] is False and counted == [4, 4, 4]
     for a, b in zip(with_norm.runs, doubled.runs, strict=True):
         assert b.extras["norm"] == pytest.approx(2 * a.extras["norm"])
+
+
+def test_what_the_extras_function_reads_is_in_the_key(tmp_path: Path,
+                                                     counted: list[int]) -> None:  # fmt: skip
+    data = image_data()
+    scale = torch.ones(1)  # captured by the extras function, as a page's tensor would be
+
+    def scaled_norm(model: nn.Module, config: TrainConfig) -> dict[str, float]:
+        return {"norm": float(next(model.parameters()).norm() * scale)}
+
+    first = train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=scaled_norm)
+    assert train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=scaled_norm).meta[
+        "from_cache"] and counted == [4]  # fmt: skip
+    scale[0] = 2.0
+    again = train_grid(SPEC, AXES, BASE, data, cache=tmp_path, extras=scaled_norm)
+    assert again.meta["from_cache"] is False and counted == [4, 4]
+    assert again.runs[0].extras["norm"] == pytest.approx(2 * first.runs[0].extras["norm"])
 
 
 def test_extras_must_be_a_dict(tmp_path: Path) -> None:

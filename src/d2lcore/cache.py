@@ -3,9 +3,12 @@
 Entries are files named by a key, a digest of everything the result depends on. What
 every key includes, :func:`key` adds itself: the entry format, :func:`code_fingerprint`
 (the source of the modules that change trained numbers), the device type and torch's
-version. Writes are atomic (a reader never sees half a file, and a ``kill -9`` leaves
-no broken entry), and a write that fails (read-only or full disk) is reported, never
-raised: the page still shows its results, it only trains again next time.
+version. What a run reads besides (a page's function, the tensors and numbers it
+captures), :class:`~d2lcore.keys.Describer` describes: nobody has to list it by hand.
+
+Writes are atomic (a reader never sees half a file, and a ``kill -9`` leaves no broken
+entry), and a write that fails (read-only or full disk) is reported, never raised: the
+page still shows its results, it only trains again next time.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ CACHE_FORMAT = 2
 #: writer renames its file within seconds): the next write removes it.
 STALE_TMP_SECONDS = 3600.0
 
-#: Modules that only draw or show results: editing them retrains nothing. Every other
-#: module of the package is part of :func:`code_fingerprint` (a new module is, by default).
-#: ``optim.py`` runs optimizers on a 2-D quadratic for a figure; no grid trains with it.
-FIGURE_MODULES = ("plotting.py", "sliders.py", "sliders.js", "playground.js", "widgets.py",
-                  "profile.py", "diagnostics.py", "optim.py", "cache.py",
+#: Modules that only draw, show or store results: editing them retrains nothing. Every
+#: other module of the package is part of :func:`code_fingerprint` (a new module is, by
+#: default). ``optim.py`` runs optimizers on a 2-D quadratic for a figure; no grid trains
+#: with it. ``keys.py`` decides what a key reads, not what a run computes.
+FIGURE_MODULES = ("plotting.py", "sliders.py", "widgets.py", "playground_figure.py",
+                  "profile.py", "diagnostics.py", "optim.py", "cache.py", "keys.py",
                   "__init__.py")  # fmt: skip
 
 
@@ -76,8 +80,7 @@ def package_fingerprint(package_dir: Path | None = None) -> str:
 
 
 def tensor_digest(*tensors: torch.Tensor | None) -> str:
-    """A hash of each tensor's dtype, shape and bytes (``None`` counts as a tensor too;
-    ~0.2 s for Fashion-MNIST)."""
+    """A hash of each tensor's dtype, shape and bytes (``None`` counts as a tensor too)."""
     h = hashlib.sha256()
     for t in tensors:
         if t is None:

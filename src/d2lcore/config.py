@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,9 +25,6 @@ __all__ = ["KINDS", "ModelKind", "ModelSpec", "TrainConfig"]
 OPTIMIZERS = ("sgd", "adam")
 #: Learning-rate schedules of :class:`TrainConfig` (each after its linear warm-up).
 SCHEDULES = ("constant", "cosine")
-#: Fields added after grids were first cached: left out of a cache key at their defaults,
-#: so the grids that do not use them keep their keys' payload.
-LATER_FIELDS = {"momentum": 0.0, "schedule": "constant", "warmup_epochs": 0}
 
 
 @dataclass(frozen=True)
@@ -103,12 +100,6 @@ class TrainConfig:
                 factors.append(1.0)
         return factors
 
-    def key(self) -> dict[str, object]:
-        """The fields as a dict for a cache key, without the :data:`LATER_FIELDS` that
-        hold their defaults (so older grids keep their keys' payload)."""
-        d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-
 
 def _check_number(name: str, value: object, *, integer: bool = False, low: float,
                   low_open: bool = False, high: float | None = None) -> None:  # fmt: skip
@@ -137,7 +128,7 @@ def _check_number(name: str, value: object, *, integer: bool = False, low: float
 #: launch-bound, so a stack of K should cost about as much as one: stack there.
 CONV_ON_CPU = (
     "stacked convolutions (grouped convolutions) are slower on the CPU than one model at "
-    "a time: 18.7 s against 9.9 s for 27 modern LeNets (benchmarks/bench_grid.py)"
+    "a time (benchmarks/bench_grid.py)"
 )
 
 

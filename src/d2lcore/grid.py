@@ -7,12 +7,12 @@ fills one with the results of any per-configuration function.
 - :class:`GridResults` holds one :class:`~d2lcore.train.RunResult` per configuration.
 - :func:`run_grid` runs ``fn(config)`` for every configuration (or a ``batch`` of them
   at once), keeps each result's history, final numbers and ``extras`` (the arrays a
-  figure needs), and caches the whole grid on disk (:mod:`d2lcore.cache`).
+  figure needs), and caches the whole grid on disk (:mod:`d2lcore.cache`), keyed by
+  what ``fn`` reads (:class:`~d2lcore.keys.Describer`).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +24,7 @@ import torch
 
 from d2lcore import cache as cache_mod
 from d2lcore.device import get_device
+from d2lcore.keys import Describer
 from d2lcore.train import RunResult
 
 AxisValue = float | int | str | bool
@@ -148,23 +149,6 @@ class GridResults:
         """The run with exactly these axis values, e.g. ``grid.get(lr=0.1, dropout=0.5)``."""
         return self.runs[self.grid.index(config)]
 
-    def to_frame(self) -> Any:
-        """A tidy ``pandas.DataFrame``: one row per configuration and epoch."""
-        import pandas as pd
-
-        rows = []
-        for run in self.runs:
-            h = run.history
-            for e in range(h.num_epochs):
-                rows.append({
-                    **run.config, "epoch": e + 1, "train_loss": h.train_loss[e],
-                    "val_loss": h.val_loss[e] if h.val_loss else None,
-                    "val_acc": h.val_acc[e] if h.val_acc else None,
-                    **{name: xs[e] if xs else None for name, xs in h.metrics.items()},
-                    "diverged": h.diverged,
-                })  # fmt: skip
-        return pd.DataFrame(rows)
-
     def summary(self) -> Any:
         """A ``pandas.DataFrame`` with one row per configuration: final numbers."""
         import pandas as pd
@@ -225,15 +209,6 @@ def decode_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
 
 RunFn = Callable[[Config], RunResult]
 BatchFn = Callable[[list[Config]], list[RunResult]]
-
-
-def describe_fn(fn: Callable[..., Any]) -> str:
-    """What identifies ``fn`` in a cache key: its source where Python can find it (a
-    page's function is re-run when its cell changes), else its qualified name."""
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _finite(x: Any) -> bool:
@@ -302,21 +277,28 @@ def run_grid(
             :class:`~d2lcore.train.RunResult` whose ``config`` may hold more than the
             axes (the grid stores the axes' values). Its ``extras`` are kept with the
             results: arrays come back from the cache as NumPy arrays.
-        depends_on: JSON-like description of everything else the results depend on
-            (the data's digest, the base configuration, the model); part of the key.
+        depends_on: what the results depend on that ``fn`` and ``batch`` do not hold
+            (a file they read); any value :class:`~d2lcore.keys.Describer` reads. The
+            data and settings they capture need no mention: the key reads them.
         batch: optional; runs a list of configurations at once (stacked training) and
             returns their results in order. Used for the configurations not cached
             when there are two or more.
         cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
             path keeps them there, ``False`` always runs. The key covers ``axes``,
-            ``depends_on``, ``fn``'s source (or name), ``name``, the training code,
+            ``name``, what ``fn`` and ``batch`` read (their code, defaults, closure
+            variables and the globals they read, recursively: tensors by digest, see
+            :class:`~d2lcore.keys.Describer`), ``depends_on``, the training code,
             ``device``'s type and torch's version.
         device: the device the results were computed on (part of the key).
         name: a short name of what the grid computes, for the key and the file name.
 
     ``meta`` records ``key``, ``path`` (the cache file), ``from_cache``, ``seconds``
-    (this call), ``device`` and,
-    when written, ``cache_error`` (why the results could not be stored).
+    (this call), ``device`` and, when written, ``cache_error`` (why the results could
+    not be stored).
+
+    Raises:
+        ~d2lcore.keys.UnkeyableError: ``fn`` or ``batch`` reads a value the key
+            cannot read (the message names it); with ``cache=False`` nothing is keyed.
     """
     start = time.perf_counter()
     grid = Grid(axes)
@@ -324,8 +306,11 @@ def run_grid(
     key = path = None
     folder = cache_mod.cache_dir(cache)
     if folder is not None:
+        reader = Describer()  # one reader: a tensor both functions read, digested once
         payload = {"axes": [[n, list(v)] for n, v in grid.axes.items()],  # order matters
-                   "depends_on": depends_on, "fn": describe_fn(fn), "name": name}  # fmt: skip
+                   "name": name, "fn": reader.describe(fn, "fn"),
+                   "batch": reader.describe(batch, "batch"),
+                   "depends_on": reader.describe(depends_on, "depends_on")}  # fmt: skip
         key = cache_mod.key(payload, device=device)
         path = folder / f"{(name + '-') if name else ''}{key}.json"
         cached = load_grid(path, key, grid)

@@ -25,15 +25,7 @@ from d2lcore.cache import tensor_digest
 from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
 from d2lcore.data import Splits
 from d2lcore.device import get_device, make_generator
-from d2lcore.grid import (
-    AxisValue,
-    Config,
-    Grid,
-    GridResults,
-    describe_fn,
-    grid_configs,
-    run_grid,
-)
+from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
 from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
 from d2lcore.train import EpochHook, RunResult, fit, seeded
@@ -119,7 +111,7 @@ def model_extras(fn: ExtrasFn, model: nn.Module, config: TrainConfig) -> dict[st
 
 
 def data_fingerprint(data: Splits) -> str:
-    """A hash of every tensor's dtype, shape and bytes (~0.2 s for Fashion-MNIST)."""
+    """A hash of every tensor's dtype, shape and bytes, and the evaluation batch size."""
     splits = [t for split in (data.train, data.val, data.test) for t in (split or (None, None))]
     return f"eval_batch_size={data.eval_batch_size} " + tensor_digest(*splits)
 
@@ -156,14 +148,16 @@ def train_grid(
             as ``benchmarks/bench_grid.py`` does); ``False`` trains one configuration
             at a time with :func:`train_one`.
         cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
-            path keeps them there, ``False`` always trains. The key covers the spec,
-            axes, base config, data, the training code, the device type and torch's
-            version; a corrupt entry is trained again and overwritten.
+            path keeps them there, ``False`` always trains. The key covers the axes,
+            what the grid's functions capture (the spec, every configuration, the
+            data, what ``extras`` reads, and whether configurations stack; see
+            :func:`~d2lcore.grid.run_grid`), the training code, the device type and
+            torch's version; a corrupt entry is trained again and overwritten.
         extras: ``extras(model, config) -> {name: array-like}``, evaluated on every
             trained model (stacked or not, a diverged one too: its numbers may not be
             finite) in evaluation mode without gradients; the result becomes the run's
             ``extras`` and is cached with the grid (arrays come back as NumPy arrays).
-            Its source is part of the key, so changing it trains again.
+            What it reads is part of the key, so changing it trains again.
 
     Every run's ``model`` is the trained module (``None`` when read from the cache).
     ``meta`` records ``key``, ``from_cache``, ``seconds`` (this call),
@@ -217,10 +211,9 @@ def train_grid(
                 results[i] = with_extras(run, todo[i])
         return [r for r in results if r is not None]
 
-    depends_on = {"spec": asdict(spec), "base": base.key(), "data": data_fingerprint(data),
-                  "extras": None if extras is None else describe_fn(extras)}  # fmt: skip
-    out = run_grid(grid.axes, one, depends_on=depends_on, batch=together if batched else None,
-                   cache=cache, device=device, name="train_grid")  # fmt: skip
+    # The key reads what `one` and `together` capture: spec, configs, data, extras.
+    out = run_grid(grid.axes, one, batch=together if batched else None, cache=cache,
+                   device=device, name="train_grid")  # fmt: skip
     out.meta["batched"] = batched
     if reason is not None:
         out.meta["unstacked_reason"] = reason
