@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2lcore.grid import Grid, GridResults, run_grid
+from d2lcore.grid import CacheWarning, Grid, GridResults, run_grid
 from d2lcore.keys import UnkeyableError
 from d2lcore.train import History, RunResult
 
@@ -246,3 +246,78 @@ def test_an_unkeyable_capture_is_refused_by_name(tmp_path: Path) -> None:
     assert "cache=False" in str(err.value) and "depends_on=" in str(err.value)
     assert not list(tmp_path.iterdir())
     assert len(run_grid(AXES, fn, cache=False)) == 12  # nothing is keyed without a cache
+
+
+# ----------------------------------------------------------------------------------
+# Hostile names and damaged entries
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "a\0b", "..", ".hidden", "",
+                                  "x" * 81, "spaces in it", 3])  # fmt: skip
+def test_a_name_that_could_steer_the_cache_file_is_refused_before_training(tmp_path, name):
+    calls = []
+
+    def fn(config):
+        calls.append(config)
+        return fake_run(config)
+
+    with pytest.raises(ValueError, match="a grid's name becomes part of its cache file"):
+        run_grid({"lr": [0.1]}, fn, cache=tmp_path / "cache", name=name)
+    assert calls == [] and not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("damage", ["deep nesting", "huge numbers", "wrong types"])
+def test_a_damaged_entry_of_any_shape_is_trained_again(tmp_path, damage):
+    """An entry that holds the right key but cannot be read back (a JSON nested too deep
+    for the parser, numbers out of range, values of the wrong type) is trained again,
+    never raised out of run_grid."""
+    calls = []
+
+    def fn(config):
+        calls.append(config)
+        return fake_run(config)
+
+    axes = {"lr": [0.1, 1.0]}
+    first = run_grid(axes, fn, cache=tmp_path, name="damaged")
+    entry = Path(first.meta["path"])
+    stored = json.loads(entry.read_text())
+
+    def overflow(value):
+        if isinstance(value, dict):
+            return {k: overflow(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [overflow(v) for v in value]
+        return 10**400 if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    if damage == "deep nesting":
+        entry.write_text(f'{{"key": "{stored["key"]}", "grid": {_nested(200_000)}}}')
+    elif damage == "huge numbers":
+        entry.write_text(json.dumps({"key": stored["key"], "grid": overflow(stored["grid"])}))
+    else:
+        stored["grid"]["runs"] = [{"config": 1, "history": "x"}] * 2
+        entry.write_text(json.dumps(stored))
+    again = run_grid(axes, fn, cache=tmp_path, name="damaged")
+    assert again.meta["from_cache"] is False and len(calls) == 4
+    assert [r.metrics["score"] for r in again] == [0.1, 1.0]
+    assert run_grid(axes, fn, cache=tmp_path, name="damaged").meta["from_cache"] is True
+
+
+def test_a_cache_folder_that_cannot_be_written_is_warned_once(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for lr in (0.1, 0.2, 0.3):
+            grid = run_grid({"lr": [lr]}, fake_run, cache=blocker / "grids", name="unwritable")
+            assert "cache_error" in grid.meta
+    ours = [w for w in seen if issubclass(w.category, CacheWarning)]
+    assert len(ours) == 1, [str(w.message) for w in seen]
+    assert "could not be stored in the cache folder" in str(ours[0].message)
+    assert "D2L_CACHE_DIR" in str(ours[0].message)

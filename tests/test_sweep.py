@@ -17,6 +17,7 @@ from torch import nn
 from d2lcore import batched, cache, sweep
 from d2lcore.data import Splits, TensorLoader
 from d2lcore.device import make_generator
+from d2lcore.grid import CacheWarning
 from d2lcore.models import MLP, Dropout
 from d2lcore.sweep import (
     GridResults,
@@ -395,7 +396,8 @@ def test_entry_with_wrong_shape_is_recomputed(tmp_path: Path, counted: list[int]
 def test_unwritable_cache_does_not_raise(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    grid = train_grid(SPEC, AXES, BASE, image_data(), cache=blocker / "grids")
+    with pytest.warns(CacheWarning, match="could not be stored in the cache folder"):
+        grid = train_grid(SPEC, AXES, BASE, image_data(), cache=blocker / "grids")
     assert len(grid) == 4 and "cache_error" in grid.meta
 
 

@@ -154,5 +154,5 @@ def read_json(path: Path) -> Any | None:
     (partial, corrupt, not JSON): the caller trains again and overwrites it."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None

@@ -14,7 +14,9 @@ fills one with the results of any per-configuration function.
 from __future__ import annotations
 
 import math
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,6 +244,46 @@ def valid_run(run: RunResult) -> bool:
     return isinstance(run.metrics, dict) and all(_finite(v) for v in run.metrics.values())
 
 
+#: What a grid's ``name`` may hold: it becomes part of its cache file's name.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+class CacheWarning(UserWarning):
+    """Results that could not be stored in the cache: they will be trained again."""
+
+
+#: The cache folders a write already failed in (warned once each per process).
+_WARNED: set[str] = set()
+
+
+def check_name(name: str | None) -> None:
+    """Refuse a grid ``name`` that could steer its cache file out of its folder (``/``,
+    ``..``, an absolute path) or that no file system takes (a NUL): before anything trains.
+
+    Raises:
+        ValueError: naming the name and what it may hold.
+    """
+    if name is None:
+        return
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"name={name!r}: a grid's name becomes part of its cache file's name, so it may "
+            "hold only letters, digits, '.', '_' and '-', start with a letter or digit, and "
+            "have at most 80 characters (e.g. name='layer-norm')"
+        )
+
+
+def _warn_once(folder: Any, error: str) -> None:
+    if str(folder) in _WARNED:
+        return
+    _WARNED.add(str(folder))
+    warnings.warn(
+        f"the results could not be stored in the cache folder {folder} ({error}): they are "
+        "shown, and trained again next time. Set D2L_CACHE_DIR to a folder you can write to.",
+        CacheWarning, stacklevel=3,
+    )  # fmt: skip
+
+
 def load_grid(path: Any, key: str, grid: Grid) -> GridResults | None:
     """The cached results at ``path`` if they are whole, hold ``key`` and match
     ``grid``; ``None`` otherwise (missing, corrupt, another grid): train again."""
@@ -255,7 +297,7 @@ def load_grid(path: Any, key: str, grid: Grid) -> GridResults | None:
         if not all(valid_run(r) for r in results.runs):
             return None
         return results
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except Exception:  # any shape a damaged entry has (deep nesting, huge numbers, ...)
         return None
 
 
@@ -290,17 +332,20 @@ def run_grid(
             :class:`~d2lcore.keys.Describer`), ``depends_on``, the training code,
             ``device``'s type and torch's version.
         device: the device the results were computed on (part of the key).
-        name: a short name of what the grid computes, for the key and the file name.
+        name: a short name of what the grid computes, for the key and the file name:
+            letters, digits, ``.``, ``_`` and ``-`` (checked before anything trains).
 
     ``meta`` records ``key``, ``path`` (the cache file), ``from_cache``, ``seconds``
     (this call), ``device`` and, when written, ``cache_error`` (why the results could
-    not be stored).
+    not be stored, also warned once per folder as a :class:`CacheWarning`). An entry
+    that cannot be read or does not validate, whatever its shape, is trained again.
 
     Raises:
         ~d2lcore.keys.UnkeyableError: ``fn`` or ``batch`` reads a value the key
             cannot read (the message names it); with ``cache=False`` nothing is keyed.
     """
     start = time.perf_counter()
+    check_name(name)
     grid = Grid(axes)
     device = get_device(device)
     key = path = None
@@ -338,4 +383,5 @@ def run_grid(
         error = cache_mod.write_json(path, {"key": key, "grid": out.to_dict()})
         if error is not None:
             out.meta["cache_error"] = error
+            _warn_once(path.parent, error)
     return out
