@@ -8,11 +8,14 @@ configurations (and why not, where it may not). Adding a kind is one entry.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,25 +59,28 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Every field is checked here, once, whatever path trains the run (stacked or
-        # alone): a wrong value fails now, with its name, not deep inside training.
-        for name in ("num_epochs", "batch_size"):
-            _check_number(name, getattr(self, name), integer=True, low=1)
-        _check_number("seed", self.seed, integer=True, low=0)
+        # alone): a wrong value fails now, with its name, not deep inside training. Numbers
+        # of other types (NumPy scalars, fractions) are stored as Python's int and float,
+        # which every later step takes; every range has an upper bound.
+        number = functools.partial(_set_number, self)
+        number("num_epochs", integer=True, low=1, high=MAX_EPOCHS)
+        number("batch_size", integer=True, low=1, high=MAX_SIZE)
+        number("seed", integer=True, low=0, high=MAX_SEED)  # torch's seeds are 64-bit
         # lr > 0: a negative one is gradient ascent (torch.optim refuses it, a stack would not).
-        _check_number("lr", self.lr, low=0.0, low_open=True)
-        _check_number("weight_decay", self.weight_decay, low=0.0)
-        _check_number("dropout", self.dropout, low=0.0, high=1.0)
-        _check_number("init_std", self.init_std, low=0.0)  # 0: zero initialization
+        number("lr", low=0.0, low_open=True, high=MAX_LR)
+        number("weight_decay", low=0.0, high=MAX_LR)
+        number("dropout", low=0.0, high=1.0, high_open=True)
+        number("init_std", low=0.0, high=MAX_INIT_STD)  # 0: zero initialization
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not isinstance(self.init, str) or self.init not in INIT_SCHEMES:
             raise ValueError(f"unknown init scheme {self.init!r}; choose from {INIT_SCHEMES}")
-        _check_number("momentum", self.momentum, low=0.0, high=1.0)
+        number("momentum", low=0.0, high=1.0, high_open=True)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError(f"momentum is SGD's; {self.optimizer!r} takes momentum=0")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
-        _check_number("warmup_epochs", self.warmup_epochs, integer=True, low=0)
+        number("warmup_epochs", integer=True, low=0, high=MAX_EPOCHS)
         if self.warmup_epochs and self.warmup_epochs >= self.num_epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} leaves no epoch after the "
                              f"warm-up of num_epochs={self.num_epochs}")  # fmt: skip
@@ -88,7 +94,7 @@ class TrainConfig:
         """The factor of ``lr`` at every step of training (``num_epochs *
         steps_per_epoch`` of them): ``(t + 1) / W`` during the warm-up's ``W`` steps,
         then 1 (``"constant"``) or ``(1 + cos(pi (t - W) / (T - W))) / 2`` (``"cosine"``)."""
-        _check_number("steps_per_epoch", steps_per_epoch, integer=True, low=1)
+        _check_number("steps_per_epoch", steps_per_epoch, integer=True, low=1, high=MAX_SIZE)
         total, warm = self.num_epochs * steps_per_epoch, self.warmup_epochs * steps_per_epoch
         factors = []
         for t in range(total):
@@ -101,22 +107,53 @@ class TrainConfig:
         return factors
 
 
+#: Upper bounds of the sizes and rates a configuration may ask for: far above what a
+#: page trains, low enough that a typo fails at once instead of training until killed
+#: or overflowing inside torch.
+MAX_EPOCHS = 10_000
+MAX_SIZE = 1 << 20  # batch sizes, widths, inputs and outputs
+MAX_SEED = (1 << 63) - 1
+#: Rates up to 1e36 train, and the ones that are too large diverge (a run that says
+#: so); past float32's range (3.4e38) torch's optimizers raise instead.
+MAX_LR = 1e36  # also weight decay
+MAX_INIT_STD = 1e3
+
+
 def _check_number(name: str, value: object, *, integer: bool = False, low: float,
-                  low_open: bool = False, high: float | None = None) -> None:  # fmt: skip
-    """Raise a ``ValueError`` naming ``name``, ``value`` and the allowed range unless
-    ``value`` is a finite number (an ``int`` where ``integer``) in it; ``high`` is
-    excluded from the range."""
+                  low_open: bool = False, high: float | None = None,
+                  high_open: bool = False) -> int | float:  # fmt: skip
+    """``value`` as Python's ``int`` (where ``integer``) or ``float``; a ``ValueError``
+    naming ``name``, ``value`` and the allowed range unless it is a finite number (a whole
+    one where ``integer``: ``int``, NumPy's integers) in that range."""
     kind = "a whole number" if integer else "a number"
-    allowed = (f"{'>' if low_open else '>='} {low:g}" if high is None
-               else f"in [{low:g}, {high:g})")  # fmt: skip
+    if high is None:
+        allowed = f"{'>' if low_open else '>='} {_bound(low)}"
+    else:
+        allowed = (f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}"
+                   f"{')' if high_open else ']'}")  # fmt: skip
     ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if isinstance(value, bool) or not ok_type:
+    if isinstance(value, bool | np.bool_) or not ok_type:
         raise ValueError(f"{name} must be {kind} {allowed}, not {value!r} "
                          f"({type(value).__name__})")  # fmt: skip
-    x = float(value)  # type: ignore[arg-type]  # a Real, checked above
+    try:
+        x = float(value)  # type: ignore[arg-type]  # a Real, checked above
+    except OverflowError:  # an int too large for a float
+        x = math.inf
     if not math.isfinite(x) or x < low or (low_open and x == low) or (
-            high is not None and x >= high):  # fmt: skip
+            high is not None and (x > high or (high_open and x == high))):  # fmt: skip
         raise ValueError(f"{name} must be {kind} {allowed}, not {value!r}")
+    return int(value) if integer else x  # type: ignore[call-overload]
+
+
+def _bound(x: float) -> str:
+    """A range's end as a reader writes it: 1,048,576 rather than 1.04858e+06."""
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e19 else f"{x:g}"
+
+
+def _set_number(obj: object, name: str, **limits: Any) -> None:
+    """Check the field ``name`` of the frozen dataclass ``obj`` (:func:`_check_number`)
+    and store it as Python's number."""
+    object.__setattr__(obj, name, _check_number(name, getattr(obj, name), **limits))
 
 
 #: Why the convolutional kinds train one configuration at a time on the CPU. Stacked,
@@ -217,11 +254,21 @@ class ModelSpec:
     batch_norm: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        if isinstance(self.hidden_sizes, str | bytes) or not isinstance(
+                self.hidden_sizes, Sequence):  # fmt: skip
+            raise ValueError(f"hidden_sizes must be a sequence of whole numbers, e.g. (256,) "
+                             f"or (), not {self.hidden_sizes!r}")  # fmt: skip
+        object.__setattr__(self, "hidden_sizes", tuple(
+            _check_number("each of hidden_sizes", width, integer=True, low=1, high=MAX_SIZE)
+            for width in self.hidden_sizes))  # fmt: skip
         for name in ("num_inputs", "num_outputs"):
-            _check_number(name, getattr(self, name), integer=True, low=1)
-        for width in self.hidden_sizes:
-            _check_number("each of hidden_sizes", width, integer=True, low=1)
+            _set_number(self, name, integer=True, low=1, high=MAX_SIZE)
+        if not isinstance(self.batch_norm, bool | np.bool_):
+            raise ValueError(f"batch_norm must be True or False, not {self.batch_norm!r}")
+        object.__setattr__(self, "batch_norm", bool(self.batch_norm))
+        for name in ("kind", "activation", "pool"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name (a str), not {getattr(self, name)!r}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; choose from {sorted(KINDS)}")
         kind = KINDS[self.kind]
