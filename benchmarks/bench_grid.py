@@ -40,8 +40,9 @@ from dataclasses import replace
 import torch
 
 import d2lcore
-from d2lcore.batched import fit_stacked, structure
+from d2lcore.batched import fit_stacked
 from d2lcore.data import Splits, fashion_mnist_splits
+from d2lcore.stacks import structure
 from d2lcore.sweep import (
     GridResults,
     ModelSpec,

@@ -1,6 +1,8 @@
-"""Tests of d2lcore.batched: K models trained stacked each equal the same model trained
-alone with train_one (d2lcore.train.fit, same seed), through torch.func (FuncStack) for
-any module and through the batched-matmul fast path (SequentialStack) for plain ones."""
+"""Tests of d2lcore.batched, d2lcore.stacks and d2lcore.sequential_stack: K models
+trained stacked each equal the same model trained alone with train_one
+(d2lcore.train.fit, same seed), through torch.func (FuncStack) for any module and
+through the batched-matmul fast path (SequentialStack) for plain ones; and the stacked
+optimizer equals torch.optim."""
 
 from __future__ import annotations
 
@@ -10,18 +12,21 @@ import pytest
 import torch
 from torch import nn
 
-from d2lcore import batched
-from d2lcore.batched import FuncStack, SequentialStack, fit_stacked, make_stack, why_not_stacked
+from d2lcore import stacks
+from d2lcore.batched import StackedOptimizer, fit_stacked, make_stack
 from d2lcore.config import ModelSpec, TrainConfig
 from d2lcore.conv import Residual
 from d2lcore.data import Splits, TensorLoader
 from d2lcore.device import make_generator
 from d2lcore.models import MLP, Dropout
+from d2lcore.sequential_stack import SequentialStack
+from d2lcore.stacks import FuncStack, why_not_stacked
 from d2lcore.sweep import RunResult, build_model, train_one
 from d2lcore.train import fit
 
 RTOL = 1e-4
 CPU = torch.device("cpu")
+EXAMPLE = torch.rand(1, 1, 12, 12)  # one input of images()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -98,7 +103,7 @@ def test_mlp_with_dropout_equals_alone(fast: bool, optimizer: str) -> None:
     configs[1] = replace(configs[1], init="normal")  # and one initialization of its own
     data = images()
     models = [build_model(spec, c, CPU) for c in configs]
-    stack = make_stack(models, [], CPU, shared_input=False, fast=fast)
+    stack = make_stack(models, [0] * len(models), EXAMPLE, CPU, shared_input=False, fast=fast)
     assert isinstance(stack, SequentialStack if fast else FuncStack)
     stacked = assert_equals_alone(spec, configs, data, fast=fast)
     # The dropout rate reached each model: same config but the rate, different runs.
@@ -114,7 +119,7 @@ def test_softmax_weights_are_written_back(fast: bool) -> None:
     configs = grid(base, lr=[0.1, 0.5], init=["zeros", "normal"], seed=[0, 1])
     models = [build_model(spec, c, CPU) for c in configs]
     initial = [m.state_dict()["linear.weight"].clone() for m in models]
-    stack = make_stack(models, [], CPU, shared_input=False, fast=fast)
+    stack = make_stack(models, [0] * len(models), EXAMPLE, CPU, shared_input=False, fast=fast)
     assert isinstance(stack, SequentialStack if fast else FuncStack)
     assert_equals_alone(spec, configs, images(), fast=fast)
     fit_stacked(models, configs, images(), regression=False, device=CPU, fast=fast)
@@ -228,7 +233,7 @@ def test_what_cannot_stack_says_why() -> None:
 
 def test_fast_path_takes_only_what_it_reproduces() -> None:
     plain = [MLP(144, (8,), 3, dropout=0.5) for _ in range(2)]
-    assert isinstance(make_stack(plain, [], CPU, shared_input=True), SequentialStack)
+    assert isinstance(make_stack(plain, [0, 0], EXAMPLE, CPU, shared_input=True), SequentialStack)
 
     class Doubled(MLP):
         def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -236,22 +241,89 @@ def test_fast_path_takes_only_what_it_reproduces() -> None:
 
     odd = [nn.Sequential(nn.Flatten(), nn.Linear(144, 3, bias=False)) for _ in range(2)]
     for models in ([Doubled(144, (8,), 3) for _ in range(2)], odd):
-        assert isinstance(make_stack(models, [], CPU, shared_input=True), FuncStack)
+        assert isinstance(make_stack(models, [0, 0], EXAMPLE, CPU, shared_input=True), FuncStack)
 
 
-def test_dropout_rate_is_a_buffer_outside_the_state_dict() -> None:
-    layer = Dropout(0.25)
-    assert float(layer.rate) == 0.25 and "rate" not in layer.state_dict()
-    layer.p = 0.5
-    assert float(layer.rate) == 0.5
-    u = torch.rand(4, 6)
-    layer.uniforms = u
+def test_dropout_calls_and_the_stacks_draws() -> None:
+    """Each model of a stack compares its own draws with its own rate; the foundation's
+    Dropout carries nothing for stacking."""
+    assert list(Dropout(0.25).state_dict()) == [] and list(Dropout(0.25).buffers()) == []
     h = torch.ones(4, 6)
-    assert torch.equal(layer(h), h * (u >= 0.5) / 0.5)
-    assert batched.dropout_calls(MLP(6, (5, 4), 2, dropout=0.1), h[:1]) == [
+    assert stacks.dropout_calls(MLP(6, (5, 4), 2, dropout=0.1), h[:1]) == [
         ("net.3", torch.Size([5])),
         ("net.6", torch.Size([4])),
     ]
+    draws = stacks.StackDropout([[0.2], [0.6], [0.0]], [torch.Size([5])], [0, 0, 0], CPU)
+    assert draws.rates[0].tolist() == pytest.approx([0.2, 0.6, 0.0])
+    (u,) = draws.draw(4)
+    assert u.shape == (3, 4, 5)  # one stream, and a model that draws nothing: zeros
+    alone = torch.rand(4, 5, generator=stacks.dropout_generator(0, CPU))
+    assert torch.equal(u[0], alone) and torch.equal(u[1], alone) and not u[2].any()
+    (shared,) = stacks.StackDropout([[0.2], [0.6]], [torch.Size([5])], [0, 0], CPU).draw(4)
+    assert shared.shape == (1, 4, 5) and torch.equal(shared[0], alone)
+
+
+def test_fast_path_stacks_other_activations_and_missing_dropout() -> None:
+    """The playground's models: one width and depth, each its own activation and
+    dropout rate (none, too); each computes what it computes alone."""
+    torch.manual_seed(0)
+    kinds = [("relu", 0.0), ("relu", 0.3), ("tanh", 0.5), ("sigmoid", 0.0)]
+    models = [MLP(2, (6, 6), 2, activation=a, dropout=p, generator=stacks.dropout_generator(0, CPU))
+              for a, p in kinds]  # fmt: skip
+    stack = make_stack(models, [0] * 4, torch.rand(1, 2), CPU, shared_input=False)
+    assert isinstance(stack, SequentialStack) and len(stack.runs[0]) == 3
+    X = torch.rand(4, 10, 2)
+    out = stack(X)  # training: dropout
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model(X[k]))
+    stack.eval()
+    alone = [m.eval()(x) for m, x in zip(models, X, strict=True)]
+    torch.testing.assert_close(stack(X), torch.stack(alone))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_stacked_optimizer_equals_torch_optim(optimizer: str) -> None:
+    """Each model's slice of the stack moves as torch.optim moves that model alone:
+    per-model lr, weight decay, momentum and schedule, on the same gradients."""
+    K, steps = 3, 5
+    lrs, decays, momenta = [0.1, 0.03, 0.5], [0.0, 0.01, 0.1], [0.0, 0.9, 0.5]
+    if optimizer == "adam":
+        momenta = [0.0] * K
+    factors = [[(t + 1) / steps * (k + 1) for t in range(steps)] for k in range(K)]
+    models = [nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)) for _ in range(K)]
+    alone = [nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)) for _ in range(K)]
+    for a, m in zip(alone, models, strict=True):
+        a.load_state_dict(m.state_dict())
+    stack = make_stack(models, [0] * K, torch.rand(1, 4), CPU, shared_input=True)
+    opt = StackedOptimizer(stack, optimizer, lrs, weight_decay=decays, momentum=momenta,
+                           lr_factors=factors)  # fmt: skip
+    torch_opts = []
+    for k, model in enumerate(alone):
+        kwargs = {"momentum": momenta[k]} if optimizer == "sgd" else {}
+        make = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+        o = make(model.parameters(), lr=lrs[k], weight_decay=decays[k], **kwargs)
+        def factor(t: int, k: int = k) -> float:
+            return factors[k][min(t, steps - 1)]
+
+        torch_opts.append((o, torch.optim.lr_scheduler.LambdaLR(o, factor)))
+    gen = make_generator(0)
+    for _ in range(steps):
+        X, y = torch.randn(8, 4, generator=gen), torch.randint(0, 2, (8,), generator=gen)
+        opt.zero_grad()
+        stacks.losses(stack(X), y, False).sum().backward()
+        opt.step()
+        for model, (o, schedule) in zip(alone, torch_opts, strict=True):
+            o.zero_grad()
+            nn.functional.cross_entropy(model(X), y).backward()
+            o.step()
+            schedule.step()
+    stack.write_back()
+    for model, want in zip(models, alone, strict=True):
+        for (name, a), b in zip(model.state_dict().items(), want.state_dict().values(),
+                                strict=True):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="momentum is SGD's"):
+        StackedOptimizer(stack, "adam", lrs, momentum=[0.9] * K)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -15,10 +15,12 @@ PACKAGE = Path(d2lcore.__file__).parent
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("device", "profile", "datafiles", "data", "models", "conv", "init",
                    "metrics", "train"),
-    "runs": ("cache", "keys", "grid", "config", "batched", "sweep"),
+    "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
+             "sweep"),
     "figures": ("plotting", "sliders", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
-               "transformer", "finetune", "playground_data", "playground", "playground_figure"),
+               "sequence_tasks", "transformer", "heads", "checkpoint", "finetune",
+               "playground_data", "playground", "playground_figure"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}
 

@@ -45,6 +45,18 @@ def test_every_path_matches_torch_optim(optimizer):
                                    msg=lambda m, b=b: f"{optimizer}, row {b}: {m}")  # noqa: B023
 
 
+def test_momentum_zero_is_gradient_descent_for_every_optimizer_with_momentum():
+    """A row of momentum 0 in a batch with momentum is plain gradient descent for the
+    heavy ball and Nesterov (torch.optim's SGD checks Nesterov's momentum only once)."""
+    H = quadratic_hessians(torch.tensor([10.0, 10.0]))
+    plain = quadratic_paths("sgd", H[:1], lr=0.3, num_steps=20)
+    for name in ("sgd", "nesterov"):
+        paths = quadratic_paths(name, H, lr=0.3, momentum=torch.tensor([0.0, 0.5]),
+                                num_steps=20)  # fmt: skip
+        torch.testing.assert_close(paths[0], plain[0], rtol=0, atol=0)
+        assert not torch.equal(paths[1], plain[0])
+
+
 def test_hessians_have_the_asked_curvatures():
     H = quadratic_hessians(torch.tensor([4.0, 50.0]), angle=0.7)
     for h, kappa in zip(H, (4.0, 50.0), strict=True):

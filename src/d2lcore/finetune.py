@@ -1,20 +1,19 @@
 """Fine-tuning: reuse a network trained on a source task for a target task.
 
 The four steps: pretrain on the source data (:func:`pretrain_source`, cached on disk as a
-checkpoint), copy the network without its output layer and add a new one
-(:func:`replace_head`), then train on the target with the new layer learning from scratch
-and the rest gently (:func:`param_groups`, :func:`fine_tune`). :func:`load_pretrained`
-reads the book's checkpoints and plain ``state_dict`` files such as torchvision's.
+checkpoint, :mod:`d2lcore.checkpoint`), copy the network without its output layer and add
+a new one (:func:`~d2lcore.heads.replace_head`), then train on the target with the new
+layer learning from scratch and the rest gently (:func:`~d2lcore.heads.param_groups`,
+:func:`fine_tune`). :func:`~d2lcore.checkpoint.load_pretrained` reads the book's
+checkpoints and plain ``state_dict`` files such as torchvision's. What the pages import
+from here of :mod:`d2lcore.heads` and :mod:`d2lcore.checkpoint` is re-exported.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import pickle
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,223 +22,23 @@ import torch
 from torch import nn
 
 from d2lcore import cache
+from d2lcore.checkpoint import CHECKPOINT_FORMAT
+from d2lcore.checkpoint import CheckpointError as CheckpointError
+from d2lcore.checkpoint import load_pretrained as load_pretrained
+from d2lcore.checkpoint import save_checkpoint as save_checkpoint
 from d2lcore.conv import SmallResNet
 from d2lcore.data import Split, Splits
 from d2lcore.device import get_device, make_generator
 from d2lcore.grid import valid_run
+from d2lcore.heads import HEAD_INITS as HEAD_INITS
+from d2lcore.heads import freeze_body as freeze_body
+from d2lcore.heads import frozen_norm as frozen_norm
+from d2lcore.heads import get_head as get_head
+from d2lcore.heads import head_name as head_name
+from d2lcore.heads import param_groups as param_groups
+from d2lcore.heads import replace_head as replace_head
 from d2lcore.metrics import Batch, evaluate
 from d2lcore.train import EpochHook, History, RunResult, fit, seeded
-
-HEAD_INITS = ("default", "zero")
-CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read, or does not fit the model."""
-
-
-# ----------------------------------------------------------------------------------
-# The output layer: find it, replace it, freeze everything else
-
-
-def head_name(model: nn.Module) -> str:
-    """The qualified name of the output layer: the last ``nn.Linear`` registered in
-    ``model`` (``"net.9"`` for :class:`~d2lcore.conv.LeNet`, ``"fc"`` for torchvision's
-    ResNets, ``"head.2"`` for :class:`~d2lcore.conv.SmallResNet`)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear output layer to replace")
-    return names[-1]
-
-
-def get_head(model: nn.Module) -> nn.Linear:
-    """The output layer (see :func:`head_name`)."""
-    head = model.get_submodule(head_name(model))
-    assert isinstance(head, nn.Linear)
-    return head
-
-
-def replace_head(
-    model: nn.Module,
-    num_classes: int,
-    *,
-    init: str = "default",
-    generator: torch.Generator | None = None,
-) -> nn.Module:
-    """Replace the output layer in place by a new ``nn.Linear`` with ``num_classes``
-    outputs and the same inputs; return ``model``.
-
-    Args:
-        init: ``"default"`` (PyTorch's uniform initialization, drawn from ``generator``)
-            or ``"zero"`` (all weights and biases 0: every class starts equally likely).
-    """
-    if init not in HEAD_INITS:
-        raise ValueError(f"unknown head init {init!r}; choose from {HEAD_INITS}")
-    name = head_name(model)
-    old = get_head(model)
-    with seeded(0):  # its own init is overwritten below: keep the caller's random stream
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device)
-    with torch.no_grad():
-        if init == "zero":
-            new.weight.zero_()
-            new.bias.zero_()
-        else:  # nn.Linear's own rule, from a seeded stream
-            bound = 1 / math.sqrt(old.in_features)
-            new.weight.copy_(_uniform(new.weight.shape, bound, generator))
-            new.bias.copy_(_uniform(new.bias.shape, bound, generator))
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-    return model
-
-
-def _uniform(shape: torch.Size, bound: float, generator: torch.Generator | None) -> torch.Tensor:
-    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-
-
-def freeze_body(model: nn.Module) -> nn.Module:
-    """Stop gradients to every parameter but the output layer's; return ``model``.
-
-    Only parameters are frozen: batch-normalization layers in training mode would still
-    normalize with batch statistics and update their running ones. :func:`frozen_norm`
-    freezes those too (:func:`fine_tune` uses it for a linear probe)."""
-    head = {id(p) for p in get_head(model).parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in head)
-    return model
-
-
-@contextmanager
-def frozen_norm(model: nn.Module) -> Iterator[nn.Module]:
-    """Keep every batch-normalization layer of ``model`` in evaluation mode inside the
-    block, even when training calls ``model.train()``: it normalizes with its stored
-    running statistics and never updates them. A frozen body stays the function it was
-    pretrained as, normalization included."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    hooks = [m.register_forward_pre_hook(_to_eval) for m in norms]
-    try:
-        yield model
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-def _to_eval(module: nn.Module, args: Any) -> None:
-    module.train(False)
-
-
-def param_groups(model: nn.Module, lr: float, body_lr_mult: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups: the output layer at ``lr``, the rest (the pretrained
-    body) at ``lr * body_lr_mult``. Frozen parameters and a multiplier of 0 leave the
-    body out."""
-    head = {id(p) for p in get_head(model).parameters()}
-    head_params = [p for p in model.parameters() if id(p) in head]
-    body = [p for p in model.parameters() if id(p) not in head and p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": head_params, "lr": lr, "name": "head"}]
-    if body and body_lr_mult > 0:
-        groups.append({"params": body, "lr": lr * body_lr_mult, "name": "body"})
-    return groups
-
-
-# ----------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any] | None = None
-) -> Path:
-    """Write ``{"format", "state_dict", "meta"}`` to ``path`` atomically (a reader never
-    sees half a file); ``meta`` must be JSON-like (numbers, strings, lists, dicts)."""
-    path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    entry = {"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta or {}}
-    error = cache.atomic_write(path, lambda f: torch.save(entry, f))
-    if error is not None:
-        raise OSError(f"{path}: could not write the checkpoint: {error}")
-    return path
-
-
-def load_pretrained(
-    path: str | os.PathLike[str], model: nn.Module, *, skip_head: bool = False
-) -> dict[str, Any]:
-    """Load the weights in ``path`` into ``model`` and return the checkpoint's metadata.
-
-    ``path`` is a checkpoint from :func:`save_checkpoint` or a plain ``state_dict`` (as
-    torchvision's weight files are). Read with ``weights_only=True``: no code in the file
-    runs. ``skip_head`` keeps ``model``'s own output layer (a head of another size).
-
-    Raises:
-        CheckpointError: the file is missing, not a checkpoint (garbage, truncated) or
-            does not fit ``model`` (other layers or shapes); the message names the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file. Check the path, or save "
-                              "one first (torch.save(model.state_dict(), path)).")  # fmt: skip
-    try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError as err:
-        raise CheckpointError(f"{path}: cannot be read: permission denied. The file may be "
-                              f"fine: give your user read access (chmod a+r {path}) or copy "
-                              "it somewhere of yours.") from err  # fmt: skip
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                                  f"({_first_line(err)}). The file is corrupt or incomplete: "
-                                  "delete it and save or download it again.") from err  # fmt: skip
-        name = found.group(1).removeprefix("builtins.")  # torch 2.4.1 writes builtins.getattr
-        raise CheckpointError(
-            f"{path}: refused: besides tensors it holds pickled Python objects, which could "
-            "run code when loaded, so it is not loaded. If you made it yourself with "
-            "torch.save(model, ...), load it once in a session you trust and save "
-            "model.state_dict() instead; a file from elsewhere you do not trust should be "
-            f"deleted. (It names {name}, which weights-only loading does not allow.)"
-        ) from err
-    except Exception as err:  # garbage or truncated: unreadable here
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{_first_line(err)}). The file is corrupt or incomplete: delete it and save "
-            "or download it again."
-        ) from err
-    meta: dict[str, Any] = {}
-    if isinstance(entry, dict) and "state_dict" in entry:
-        state, meta = entry["state_dict"], dict(entry.get("meta") or {})
-    else:
-        state = entry
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: holds no state_dict of tensors. Save one with "
-                              "torch.save(model.state_dict(), path).")  # fmt: skip
-    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
-    if broken:
-        raise CheckpointError(f"{path}: holds NaN or infinite values in {broken[:5]}: the "
-                              "network it was saved from had diverged, or the file is "
-                              "damaged. Delete it and train or download it again.")  # fmt: skip
-    head_keys = {f"{head_name(model)}.{k}" for k in ("weight", "bias")}
-    if skip_head:
-        state = {k: v for k, v in state.items() if k not in head_keys}
-    try:
-        result = model.load_state_dict(state, strict=not skip_head)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path}: does not fit {type(model).__name__}: {err}. Build the same "
-            "architecture that saved the file (or pass skip_head=True if only the "
-            "output layer differs)."
-        ) from err
-    missing = set(result.missing_keys) - head_keys
-    if missing or result.unexpected_keys:
-        raise CheckpointError(
-            f"{path}: does not fit {type(model).__name__}: missing {sorted(missing)}, "
-            f"unexpected {sorted(result.unexpected_keys)}. Build the same architecture "
-            "that saved the file."
-        )
-    return meta
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's text, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
 
 # ----------------------------------------------------------------------------------
 # Source and target tasks

@@ -52,12 +52,6 @@ class Dropout(nn.Module):
     Same contract as ``nn.Dropout``; the mask comes from ``rand(h.shape) >= p``,
     which is cheaper on the CPU than ``nn.Dropout``'s ``bernoulli_``.
 
-    For stacked training (:mod:`d2lcore.batched`) the rate is also a buffer, ``rate``,
-    so ``torch.func.stack_module_state`` gives each stacked model its own; and the
-    uniform draws can be handed in through the buffer ``uniforms`` (empty otherwise):
-    under ``vmap`` each model then compares its own slice of them with its own rate.
-    Both buffers are left out of the ``state_dict``.
-
     Args:
         p: probability of zeroing a unit.
         generator: a stream of its own for the masks (on the model's device), so a
@@ -69,28 +63,11 @@ class Dropout(nn.Module):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), not {p}")
+        self.p = float(p)
         self.generator = generator
-        self.rate: torch.Tensor
-        self.uniforms: torch.Tensor
-        self.register_buffer("rate", torch.tensor(float(p)), persistent=False)
-        self.register_buffer("uniforms", torch.empty(0), persistent=False)
-        self.p = p
-
-    @property
-    def p(self) -> float:
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = float(value)
-        self.rate.fill_(self._p)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return h
-        if self.uniforms.numel() > 0:  # draws handed in (stacked training)
-            return h * (self.uniforms >= self.rate) / (1.0 - self.rate)
-        if self.p == 0.0:
+        if not self.training or self.p == 0.0:
             return h
         if self.generator is None:
             u = torch.rand_like(h)
@@ -159,7 +136,7 @@ def as_sequential(model: nn.Module) -> nn.Sequential | None:
     their subclasses, which may change ``forward``); ``None`` for any other model.
 
     Stacked training reads a model through this to run it as batched matmuls
-    (:mod:`d2lcore.batched`); keep it beside the ``forward`` methods it restates."""
+    (:mod:`d2lcore.stacks`); keep it beside the ``forward`` methods it restates."""
     if type(model) is nn.Sequential:
         return model
     if type(model) is MLP:

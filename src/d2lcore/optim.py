@@ -7,8 +7,8 @@ condition number ``kappa``: gradient descent converges for ``lr < 2`` whatever
 ``kappa``, and crawls along the flat direction (curvature ``1/kappa``) when ``kappa`` is
 large. :func:`quadratic_paths` runs one optimizer from one start for a batch of
 configurations (one learning rate, momentum and ``kappa`` per row) and returns every
-path; each update is written out as ``torch.optim`` computes it (the unit tests check
-it against ``torch.optim`` on the same quadratic). Everything is float64 on the CPU.
+path: ``torch.optim``'s own optimizers, one parameter group per row, with every row's
+gradient computed in one batched product. Everything is float64 on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["QUADRATIC_OPTIMIZERS", "quadratic_hessians", "quadratic_paths"]
 #: coefficient of ``"sgd"``, ``"nesterov"`` and ``"rmsprop"`` (``torch.optim``'s
 #: ``momentum``) and Adam's ``beta1``.
 QUADRATIC_OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adam")
-RMSPROP_ALPHA, ADAM_BETA2, EPS = 0.99, 0.999, 1e-8  # torch.optim's defaults
+ADAM_BETA2 = 0.999  # torch.optim.Adam's default
 
 
 def quadratic_hessians(kappa: torch.Tensor, angle: float = 0.0) -> torch.Tensor:
@@ -79,26 +79,29 @@ def quadratic_paths(
         return v
 
     lr_, mu = per_row("lr", lr, 0.0, math.inf), per_row("momentum", momentum, 0.0, 1.0)
-    w = torch.tensor(start, dtype=torch.float64).expand(B, 2).clone()  # (B, 2)
-    buf, sq = torch.zeros_like(w), torch.zeros_like(w)  # momentum / first moment, second moment
-    path = [w.clone()]
-    with torch.no_grad():
-        for t in range(1, num_steps + 1):
-            g = (H @ w.unsqueeze(-1)).squeeze(-1)  # (B, 2): the gradient H w
-            if optimizer == "sgd":  # heavy ball; momentum 0 is plain gradient descent
-                buf = mu * buf + g
-                w = w - lr_ * buf
-            elif optimizer == "nesterov":
-                buf = mu * buf + g
-                w = w - lr_ * (g + mu * buf)
-            elif optimizer == "rmsprop":
-                sq = RMSPROP_ALPHA * sq + (1 - RMSPROP_ALPHA) * g * g
-                buf = mu * buf + g / (sq.sqrt() + EPS)
-                w = w - lr_ * buf
-            else:  # adam
-                buf = mu * buf + (1 - mu) * g
-                sq = ADAM_BETA2 * sq + (1 - ADAM_BETA2) * g * g
-                denom = sq.sqrt() / math.sqrt(1 - ADAM_BETA2**t) + EPS
-                w = w - lr_ / (1 - mu**t) * buf / denom
-            path.append(w.clone())
+    rows = [torch.tensor(start, dtype=torch.float64, requires_grad=True) for _ in range(B)]
+    opt = _optimizer(optimizer, rows, lr_.flatten().tolist(), mu.flatten().tolist())
+    path = [torch.stack(rows).detach()]
+    for _ in range(num_steps):
+        with torch.no_grad():
+            w = torch.stack(rows)  # (B, 2)
+            for p, g in zip(rows, (H @ w.unsqueeze(-1)).squeeze(-1), strict=True):
+                p.grad = g  # the gradient H w of each row
+        opt.step()
+        path.append(torch.stack(rows).detach())
     return torch.stack(path, dim=1)
+
+
+def _optimizer(name: str, rows: list[torch.Tensor], lr: list[float],
+               momentum: list[float]) -> torch.optim.Optimizer:  # fmt: skip
+    """``torch.optim``'s ``name`` over ``rows``, each its own group with its own ``lr``
+    and ``momentum`` (Adam's ``beta1``)."""
+    if name == "adam":
+        return torch.optim.Adam([{"params": [p], "lr": r, "betas": (m, ADAM_BETA2)}
+                                 for p, r, m in zip(rows, lr, momentum, strict=True)])  # fmt: skip
+    groups = [{"params": [p], "lr": r, "momentum": m}
+              for p, r, m in zip(rows, lr, momentum, strict=True)]  # fmt: skip
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups)
+    # Nesterov's check reads the default momentum; a group of momentum 0 is plain SGD.
+    return torch.optim.SGD(groups, momentum=0.5, nesterov=name == "nesterov")

@@ -7,10 +7,11 @@
   :func:`flat_weights` lays its weights out as one vector (the layout the page stores
   and ``playground.js`` reads) and :func:`predict_proba` evaluates a model from it.
 - :func:`train_stacked` trains all of them together, full batch: the models of one
-  width and depth as one stack (:class:`MLPStack`: batched matmuls, each model with its
-  own activation, dropout rate, learning rate and weights), every stack stepping in the
-  same loop. Every model equals the :class:`~d2lcore.models.MLP` of its configuration
-  trained alone with ``torch.optim.Adam`` (``tests/test_playground.py``).
+  layout as one stack (:mod:`d2lcore.stacks`: batched matmuls, each model with its own
+  dropout rate, learning rate and weights) in the one training loop
+  (:func:`~d2lcore.train.fit_stack`). Every model equals the
+  :class:`~d2lcore.models.MLP` of its configuration trained alone with
+  ``torch.optim.Adam`` (``tests/test_playground.py``).
   It keeps each model's weights at a few epochs: that is what the page stores, and the
   browser evaluates the decision boundary from them (``playground.js``).
 
@@ -21,27 +22,27 @@ live controls are :mod:`d2lcore.playground_figure`'s.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from d2lcore.batched import StackedOptimizer, dropout_generator, losses
+from d2lcore.batched import StackedOptimizer, make_stack
 from d2lcore.device import make_generator
 from d2lcore.grid import AxisValue
 from d2lcore.init import init_weights
 from d2lcore.models import MLP, check_activation
 from d2lcore.playground_data import PlaygroundData
-from d2lcore.train import History, RunResult
+from d2lcore.stacks import dropout_generator, losses
+from d2lcore.train import History, RunResult, StackEpochHook, fit_stack
 
 #: The order of the hyperparameters (and of the page's sliders after the data set).
 HYPERPARAMETERS = ("width", "depth", "activation", "lr", "dropout", "init")
 #: What ``init="normal"`` draws from: weights tiny next to Kaiming's for width 16.
 NORMAL_STD = 0.01
-#: The activations the stack (and ``playground.js``) compute, in the order of their ids.
+#: The activations ``playground.js`` computes, in the order of their ids.
 STACK_ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
@@ -79,7 +80,7 @@ def build_mlp(config: Mapping[str, Any], *, seed: int = 0,
     """The MLP of ``config`` (``width``, ``depth``, ``activation``, ``dropout``, ``init``)
     for 2 inputs and 2 classes, initialized from ``seed`` (``init="normal"`` draws with
     standard deviation :data:`NORMAL_STD`); its dropout masks come from
-    :func:`~d2lcore.batched.dropout_generator` of the same seed."""
+    :func:`~d2lcore.stacks.dropout_generator` of the same seed."""
     device = torch.device(device)
     model = MLP(2, (int(config["width"]),) * int(config["depth"]), 2,
                 activation=check_activation(str(config["activation"])),
@@ -127,73 +128,7 @@ def predict_proba(config: Mapping[str, Any], weights: np.ndarray,
 # Stacked training
 
 
-class MLPStack:
-    """K MLPs of one width and depth (2 inputs, 2 outputs), each with its own
-    activation, dropout rate and weights, as stacked tensors: layer ``l`` has a weight
-    ``(K, in, out)`` (``nn.Linear``'s transposed, so a batch goes through as
-    ``h @ W``) and a bias ``(K, out)``. Give it the models grouped by activation: each
-    activation is then computed on one slice of the stack."""
-
-    def __init__(self, models: Sequence[MLP], configs: Sequence[Mapping[str, Any]],
-                 device: torch.device) -> None:  # fmt: skip
-        shapes = {(int(c["width"]), int(c["depth"])) for c in configs}
-        if len(shapes) != 1:
-            raise ValueError(f"an MLPStack holds one width and depth, not {sorted(shapes)}")
-        ((self.width, self.depth),) = shapes
-        self.params: list[torch.Tensor] = []
-        for layers in zip(*(linears(m) for m in models), strict=True):
-            W = torch.stack([layer.weight.detach().T for layer in layers])
-            b = torch.stack([layer.bias.detach() for layer in layers])
-            self.params += [W.to(device).requires_grad_(), b.to(device).requires_grad_()]
-        act = [STACK_ACTIVATIONS.index(c["activation"]) for c in configs]
-        if act != sorted(act):
-            raise ValueError("give the models grouped by activation, in STACK_ACTIVATIONS order")
-        self.groups = [(fn, slice(act.index(i), len(act) - act[::-1].index(i)))
-                       for i, fn in enumerate((torch.relu, torch.tanh, torch.sigmoid))
-                       if i in act]  # fmt: skip
-        self.rate = torch.tensor([float(c["dropout"]) for c in configs]).view(-1, 1, 1).to(device)
-
-    def forward(self, X: torch.Tensor, uniforms: Sequence[torch.Tensor] | None) -> torch.Tensor:
-        """Logits ``(K, n, 2)`` for inputs ``X`` ``(K, n, 2)``; with ``uniforms`` (one
-        ``(K, n, width)`` per hidden layer) dropout acts as
-        :class:`~d2lcore.models.Dropout` does: ``h * (u >= p) / (1 - p)``."""
-        h = X
-        for l in range(self.depth):  # noqa: E741
-            z = torch.baddbmm(self.params[2 * l + 1][:, None, :], h, self.params[2 * l])
-            if len(self.groups) == 1:
-                h = self.groups[0][0](z)
-            else:
-                h = torch.cat([fn(z[rows]) for fn, rows in self.groups])
-            if uniforms is not None:
-                h = h * (uniforms[l] >= self.rate) / (1.0 - self.rate)
-        return torch.baddbmm(self.params[-1][:, None, :], h, self.params[-2])
-
-    def flat(self, k: int) -> np.ndarray:
-        """Model ``k``'s weights as :func:`flat_weights` lays them out."""
-        parts = [t for W, b in zip(self.params[::2], self.params[1::2], strict=True)
-                 for t in (W[k].T.reshape(-1), b[k])]  # fmt: skip
-        return torch.cat(parts).detach().cpu().numpy().astype(np.float32)
-
-
-def _draw_uniforms(configs: Sequence[Mapping[str, Any]], generators: list[torch.Generator],
-                   n: int, device: torch.device) -> list[torch.Tensor] | None:  # fmt: skip
-    """One ``(K, n, width)`` tensor of uniforms per hidden layer, drawn as each model's
-    Dropout layers draw alone: from the model's own generator, ``(n, width)`` per layer
-    in order; zeros (keep every unit) for a model without dropout. ``None`` when no
-    model has dropout."""
-    if all(float(c["dropout"]) == 0 for c in configs):
-        return None
-    width, depth = int(configs[0]["width"]), int(configs[0]["depth"])
-    u = torch.zeros(depth, len(configs), n, width, device=device)
-    for k, c in enumerate(configs):
-        if float(c["dropout"]) > 0:
-            for l in range(depth):  # noqa: E741
-                u[l, k] = torch.rand(n, width, generator=generators[k], device=device)
-    return list(u)
-
-
 SnapshotHook = Callable[[int, list[np.ndarray]], None]
-StackEpochHook = Callable[[int, list[History]], None]
 
 
 def train_stacked(
@@ -212,21 +147,25 @@ def train_stacked(
     batch, Adam with each model's ``lr``, ``num_epochs`` steps; return a
     :class:`~d2lcore.train.RunResult` per model.
 
-    Each model starts as :func:`build_mlp` makes it (from ``seed``); its history holds
-    the loss of each training step (with dropout, as :func:`~d2lcore.train.fit`
-    records it). Every ``eval_every`` epochs and at each of ``snapshot_epochs`` (0 is
-    the initialization) its loss and accuracy on its training and test points are
-    measured in evaluation mode (no dropout). Its extras:
+    Each model starts as :func:`build_mlp` makes it (from ``seed``); the models of one
+    layout (width, depth, activation, with or without dropout) train as one stack
+    (:mod:`d2lcore.stacks`) in :func:`~d2lcore.train.fit_stack`. A model's history holds
+    the loss of each training step (with dropout, as :func:`~d2lcore.train.fit` records
+    it), and the loop marks it diverged when that stops being finite. Every
+    ``eval_every`` epochs and at each of ``snapshot_epochs`` (0 is the initialization)
+    its loss and accuracy on its training and test points are measured in evaluation
+    mode (no dropout). Its extras:
 
     - ``curves``, ``(L, 5)``: epoch, training loss, test loss, training and test
       accuracy, every ``eval_every`` epochs;
     - ``weights``, ``(S, P)`` float32: its weights at each snapshot epoch, laid out as
       :func:`flat_weights`; ``snapshots``, ``(S, 5)``: the same numbers as ``curves``.
 
-    ``test_acc`` is the final test accuracy. A model whose loss stops being finite is
-    marked diverged; its later snapshots repeat its last finite state.
+    ``test_acc`` is the final test accuracy. A measurement that is not finite is not
+    kept; a snapshot then, or after the model diverged, repeats its last finite state.
     ``on_epoch_end(epoch, histories)`` and ``on_snapshot(epoch, weights)`` (every
-    model's weights, at each snapshot epoch) let a live figure follow the training.
+    model's latest weights, at each snapshot epoch) let a live figure follow the
+    training, one stack after the other.
     """
     if len(configs) != len(data) or not configs:
         raise ValueError(f"{len(configs)} configurations for {len(data)} data sets")
@@ -235,125 +174,140 @@ def train_stacked(
         raise ValueError(f"snapshot epochs must lie in 0..{num_epochs}, got {snaps}")
     if len({len(d.train[1]) for d in data}) > 1:
         raise ValueError("models trained together need training sets of one size")
+    for c in configs:
+        if c["activation"] not in STACK_ACTIVATIONS:
+            raise ValueError(f"the page script computes {STACK_ACTIVATIONS}, "
+                             f"not {c['activation']!r}")  # fmt: skip
     device = torch.device(device)
+    models = [build_mlp(c, seed=seed, device=device) for c in configs]
     # One stack per width and depth, its models grouped by activation.
-    shapes = sorted({(int(c["width"]), int(c["depth"])) for c in configs})
-    groups = []
-    for shape in shapes:
-        rows = [k for k, c in enumerate(configs) if (int(c["width"]), int(c["depth"])) == shape]
-        rows.sort(key=lambda k: STACK_ACTIVATIONS.index(configs[k]["activation"]))
-        groups.append(_Group(rows, [configs[k] for k in rows], [data[k] for k in rows],
-                             seed, device))  # fmt: skip
-    histories = [History() for _ in configs]  # in the caller's order, like every list here
-    curves: list[list[list[float]]] = [[] for _ in configs]
-    weights: list[list[np.ndarray]] = [[] for _ in configs]
-    stats: list[list[list[float]]] = [[] for _ in configs]
+    layouts: dict[tuple[int, int], list[int]] = {}
+    for k in sorted(range(len(configs)),
+                    key=lambda k: STACK_ACTIVATIONS.index(configs[k]["activation"])):  # fmt: skip
+        layouts.setdefault((int(configs[k]["width"]), int(configs[k]["depth"])), []).append(k)
+    record = _Record(models, snaps, eval_every, on_snapshot)
     # These tensors are far too small for intra-op threads to pay off; on a busy CPU
     # the threads' waiting for each other made training ten times slower (measured).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _loop(groups, histories, curves, weights, stats, num_epochs=num_epochs, snaps=snaps,
-              eval_every=eval_every, on_epoch_end=on_epoch_end, on_snapshot=on_snapshot)
+        groups = [_Group(rows, models, configs, data, seed, device) for rows in layouts.values()]
+        for i, group in enumerate(groups):  # the initialization, one snapshot call
+            record.measure(0, group, last=i == len(groups) - 1)
+        for group in groups:
+            group.train(record, num_epochs, on_epoch_end)
     finally:
         torch.set_num_threads(threads)
     results = []
     for k, c in enumerate(configs):
-        h = histories[k]
-        final = curves[k][-1] if curves[k] else None
+        h = record.histories[k]
+        record.fill(k, len(snaps))
+        if not record.weights[k]:  # diverged before its first snapshot: its last state
+            record.weights[k] = [flat_weights(models[k])] * len(snaps)
+            record.stats[k] = [[float(e)] + [math.nan] * 4 for e in snaps]
+        final = record.curves[k][-1] if record.curves[k] else None
         test_acc = final[4] if final is not None and not h.diverged else None
         results.append(RunResult(
             config=dict(c), history=h, test_acc=test_acc,
-            extras={"curves": np.asarray(curves[k], np.float32).reshape(-1, 5),
-                    "weights": np.stack(weights[k]),
-                    "snapshots": np.asarray(stats[k], np.float32)}))  # fmt: skip
+            extras={"curves": np.asarray(record.curves[k], np.float32).reshape(-1, 5),
+                    "weights": np.stack(record.weights[k]),
+                    "snapshots": np.asarray(record.stats[k], np.float32)}))  # fmt: skip
     return results
 
 
-def _loop(groups: list[_Group], histories: list[History], curves: list[list[list[float]]],
-          weights: list[list[np.ndarray]], stats: list[list[list[float]]], *,
-          num_epochs: int, snaps: list[int], eval_every: int,
-          on_epoch_end: StackEpochHook | None,
-          on_snapshot: SnapshotHook | None) -> None:  # fmt: skip
-    """The epochs of :func:`train_stacked`, filling its lists (in the caller's order)."""
-    K = len(histories)
-    alive = [True] * K
-
-    def mark_diverged(k: int, epoch: int) -> None:
-        alive[k] = False
-        histories[k].diverged, histories[k].diverged_epoch = True, epoch
-
-    start_time = time.perf_counter()
-    for epoch in range(num_epochs + 1):
-        if epoch > 0:
-            step_losses = [g.step() for g in groups]
-            seconds = (time.perf_counter() - start_time) / K
-            start_time = time.perf_counter()
-            for g, values in zip(groups, step_losses, strict=True):
-                for k, value in zip(g.rows, values, strict=True):
-                    if not alive[k]:
-                        continue
-                    if not math.isfinite(value):
-                        mark_diverged(k, epoch)
-                        continue
-                    histories[k].train_loss.append(value)
-                    histories[k].seconds.append(seconds)
-        evaluate = epoch > 0 and epoch % eval_every == 0
-        if epoch in snaps or evaluate:
-            for g in groups:
-                for row, (k, numbers) in enumerate(zip(g.rows, g.measure(), strict=True)):
-                    numbers = [float(epoch), *numbers]
-                    if alive[k] and not all(map(math.isfinite, numbers)):
-                        mark_diverged(k, epoch)
-                    if alive[k] and evaluate:
-                        curves[k].append(numbers)
-                    if epoch in snaps:
-                        if alive[k] or not weights[k]:
-                            weights[k].append(g.stack.flat(row))
-                            stats[k].append(numbers)
-                        else:  # diverged: its last finite state
-                            weights[k].append(weights[k][-1])
-                            stats[k].append(stats[k][-1])
-            if epoch in snaps and on_snapshot is not None:
-                on_snapshot(epoch, [w[-1] for w in weights])
-        if epoch > 0 and on_epoch_end is not None:
-            on_epoch_end(epoch, histories)
-
-
 class _Group:
-    """The models of one width and depth in :func:`train_stacked`: their stack, data,
-    dropout streams and optimizer. ``rows[i]`` is the caller's index of row ``i``."""
+    """The models of one layout in :func:`train_stacked`: their stack, data and
+    optimizer. ``rows[i]`` is the caller's index of the stack's model ``i``."""
 
-    def __init__(self, rows: list[int], configs: list[Mapping[str, Any]],
-                 data: list[PlaygroundData], seed: int, device: torch.device) -> None:  # fmt: skip
-        self.rows, self.configs = rows, configs
-        self.stack = MLPStack([build_mlp(c, seed=seed) for c in configs], configs, device)
-        self.X = torch.stack([d.train[0].float() for d in data]).to(device)  # (K, n, 2)
-        self.y = torch.stack([d.train[1] for d in data]).to(device)  # (K, n)
-        self.X_test = torch.stack([d.test[0].float() for d in data]).to(device)
-        self.y_test = torch.stack([d.test[1] for d in data]).to(device)
-        self.generators = [dropout_generator(seed, device) for _ in configs]
-        self.device = device
-        self.opt = StackedOptimizer(
-            "adam", self.stack.params, [0] * len(self.stack.params),
-            torch.tensor([float(c["lr"]) for c in configs], device=device),
-            torch.zeros(len(configs), device=device))  # fmt: skip
+    def __init__(self, rows: list[int], models: list[MLP],
+                 configs: Sequence[Mapping[str, Any]], data: Sequence[PlaygroundData],
+                 seed: int, device: torch.device) -> None:  # fmt: skip
+        self.rows, self.models = rows, [models[k] for k in rows]
+        self.X = torch.stack([data[k].train[0].float() for k in rows]).to(device)  # (K, n, 2)
+        self.y = torch.stack([data[k].train[1] for k in rows]).to(device)  # (K, n)
+        self.X_test = torch.stack([data[k].test[0].float() for k in rows]).to(device)
+        self.y_test = torch.stack([data[k].test[1] for k in rows]).to(device)
+        self.stack = make_stack(self.models, [seed] * len(rows), self.X[0, :1], device,
+                                shared_input=False)  # fmt: skip
+        self.optimizer = StackedOptimizer(self.stack, "adam",
+                                          [float(configs[k]["lr"]) for k in rows])  # fmt: skip
 
-    def step(self) -> list[float]:
-        """One full-batch step of every model; the loss of each before it."""
-        uniforms = _draw_uniforms(self.configs, self.generators, self.X.shape[1], self.device)
-        for p in self.stack.params:
-            p.grad = None
-        loss = losses(self.stack.forward(self.X, uniforms), self.y, False)  # (K,)
-        loss.sum().backward()  # independent models: each gets its own gradient
-        self.opt.step(self.stack.params)
-        return loss.detach().cpu().tolist()
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One full batch per epoch: every model's own training points."""
+        yield self.stack.select(self.X), self.stack.select(self.y)
+
+    def train(self, record: _Record, num_epochs: int, on_epoch_end: StackEpochHook | None) -> None:
+        def hook(epoch: int, histories: list[History]) -> None:
+            for k, history in zip(self.rows, histories, strict=True):
+                record.histories[k] = history
+            record.measure(epoch, self)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record.histories)
+
+        histories = fit_stack(self.stack, self, loss_fn=lambda out, y: losses(out, y, False),
+                              optimizer=self.optimizer, num_epochs=num_epochs,
+                              device=self.X.device, on_epoch_end=hook)  # fmt: skip
+        for k, history in zip(self.rows, histories, strict=True):
+            record.histories[k] = history
 
     @torch.no_grad()
-    def measure(self) -> list[list[float]]:
-        """Per model: training loss, test loss, training and test accuracy."""
-        out, out_test = self.stack.forward(self.X, None), self.stack.forward(self.X_test, None)
-        numbers = torch.stack([losses(out, self.y, False), losses(out_test, self.y_test, False),
-                               (out.argmax(-1) == self.y).float().mean(1),
-                               (out_test.argmax(-1) == self.y_test).float().mean(1)], dim=1)
-        return numbers.cpu().tolist()
+    def measure(self) -> list[tuple[int, list[float]]]:
+        """Per model still training: its index, its training loss, test loss, training
+        and test accuracy."""
+        self.stack.eval()
+        select = self.stack.select
+        y, y_test = select(self.y), select(self.y_test)
+        out, out_test = self.stack(select(self.X)), self.stack(select(self.X_test))
+        numbers = torch.stack([losses(out, y, False), losses(out_test, y_test, False),
+                               (out.argmax(-1) == y).float().mean(1),
+                               (out_test.argmax(-1) == y_test).float().mean(1)], dim=1)
+        self.stack.train()
+        return [(self.rows[r], values)
+                for r, values in zip(self.stack.rows, numbers.cpu().tolist(), strict=True)]
+
+    def weights(self, k: int) -> np.ndarray:
+        """Model ``k``'s weights now, as :func:`flat_weights` lays them out."""
+        self.stack.write_back([self.stack.rows.index(self.rows.index(k))])
+        return flat_weights(self.models[self.rows.index(k)])
+
+
+class _Record:
+    """What :func:`train_stacked` keeps of every model, in the caller's order."""
+
+    def __init__(self, models: Sequence[MLP], snaps: list[int], eval_every: int,
+                 on_snapshot: SnapshotHook | None) -> None:  # fmt: skip
+        self.snaps, self.eval_every, self.on_snapshot = snaps, eval_every, on_snapshot
+        self.histories = [History() for _ in models]
+        self.curves: list[list[list[float]]] = [[] for _ in models]
+        self.weights: list[list[np.ndarray]] = [[] for _ in models]
+        self.stats: list[list[list[float]]] = [[] for _ in models]
+        self.latest = [flat_weights(m) for m in models]  # each one's last snapshot
+
+    def measure(self, epoch: int, group: _Group, *, last: bool = True) -> None:
+        """Measure the models of ``group`` if ``epoch`` is an epoch of the curves or a
+        snapshot; then, unless not ``last``, call ``on_snapshot``."""
+        curve = epoch > 0 and epoch % self.eval_every == 0
+        snapshot = epoch in self.snaps
+        if not (curve or snapshot):
+            return
+        for k, values in group.measure():
+            numbers = [float(epoch), *values]
+            if not all(map(math.isfinite, numbers)):
+                continue  # nothing to draw: a snapshot repeats its last finite state
+            if curve:
+                self.curves[k].append(numbers)
+            if snapshot:
+                self.latest[k] = group.weights(k)
+                self.weights[k].append(self.latest[k])
+                self.stats[k].append(numbers)
+        if snapshot:
+            for k in group.rows:
+                self.fill(k, self.snaps.index(epoch) + 1)
+            if last and self.on_snapshot is not None:
+                self.on_snapshot(epoch, self.latest)
+
+    def fill(self, k: int, length: int) -> None:
+        """Repeat model ``k``'s last snapshot up to ``length`` snapshots."""
+        while self.weights[k] and len(self.weights[k]) < length:
+            self.weights[k].append(self.weights[k][-1])
+            self.stats[k].append(self.stats[k][-1])

@@ -20,7 +20,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from d2lcore.batched import dropout_generator, fit_stacked, structure, why_not_stacked
+from d2lcore.batched import fit_stacked
 from d2lcore.cache import tensor_digest
 from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
 from d2lcore.data import Splits
@@ -28,6 +28,7 @@ from d2lcore.device import get_device, make_generator
 from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
 from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
+from d2lcore.stacks import dropout_generator, structure, why_not_stacked
 from d2lcore.train import EpochHook, RunResult, fit, seeded
 
 __all__ = ["KINDS", "AxisValue", "ExtrasFn", "GridResults", "ModelKind", "ModelSpec",

@@ -1,20 +1,23 @@
-"""The training loop: one, written out plainly, returning a :class:`History`; and
-:class:`RunResult`, what every trainer of the package returns."""
+"""The training loop: one, written out plainly, for one model (:func:`fit`, returning
+its :class:`History`) or a stack of models with a leading model axis
+(:func:`fit_stack`, one history per model); and :class:`RunResult`, what every trainer
+of the package returns."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from d2lcore.device import get_device
-from d2lcore.metrics import Batch, LossFn, evaluate
+from d2lcore.metrics import Batch, LossFn
+from d2lcore.metrics import evaluate as evaluate_batches
 
 
 @dataclass
@@ -147,67 +150,181 @@ def fit(
     """
     device = device or get_device()
     model.to(device)
-    history = History()
+
+    def measure(model: nn.Module) -> dict[str, list[float]]:
+        numbers: dict[str, float] = {}
+        if val_batches is not None:
+            val = evaluate_batches(model, val_batches, loss_fn, device=device)
+            numbers["val_loss"] = val.loss
+            if val.accuracy is not None:
+                numbers["val_acc"] = val.accuracy
+        extra = {name: float(value) for name, value in _evaluated(model, evaluate).items()}
+        if set(extra) & set(numbers):
+            raise ValueError(f"evaluate reported {sorted(set(extra) & set(numbers))}, "
+                             "which fit measures itself")  # fmt: skip
+        return {name: [value] for name, value in {**numbers, **extra}.items()}
+
+    def hook(epoch: int, histories: list[History]) -> None:
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, histories[0])
+
+    (history,) = _loop(model, None, train_batches, loss_fn=loss_fn, optimizer=optimizer,
+                       num_epochs=num_epochs, measure=measure, device=device,
+                       on_epoch_end=hook, scheduler=scheduler)  # fmt: skip
+    return history
+
+
+class Optimizer(Protocol):
+    """What the loop needs of an optimizer: a ``torch.optim`` one, or
+    :class:`~d2lcore.batched.StackedOptimizer` for a stack."""
+
+    def zero_grad(self) -> None: ...
+    def step(self) -> object: ...
+
+
+class Stack(Protocol):
+    """What :func:`fit_stack` needs of a stack of models (:mod:`d2lcore.stacks` makes
+    them): a module whose parameters hold K models with a leading model axis, whose
+    ``forward`` gives every model's outputs ``(K, b, ...)``, and which can drop models.
+
+    Whatever else holds per-model state for the run (the optimizer, the batches) follows
+    ``rows``, which of the models given the stack still trains."""
+
+    rows: list[int]
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def keep_rows(self, rows: list[int]) -> None:
+        """Go on with only the models at these positions (of the current rows)."""
+
+
+#: ``evaluate(stack) -> {name: one number per model}``, run by :func:`fit_stack`.
+StackEvalFn = Callable[[Any], Mapping[str, Sequence[float]]]
+StackEpochHook = Callable[[int, list[History]], None]
+
+
+def fit_stack(
+    stack: Stack,
+    train_batches: Iterable[Batch],
+    *,
+    loss_fn: LossFn,
+    optimizer: Optimizer,
+    num_epochs: int,
+    evaluate: StackEvalFn | None = None,
+    device: torch.device | None = None,
+    on_epoch_end: StackEpochHook | None = None,
+) -> list[History]:
+    """Train every model of ``stack`` for ``num_epochs`` in the loop of :func:`fit`;
+    return one :class:`History` per model, in the order the stack was given them.
+
+    ``loss_fn(outputs, y)`` gives each model's mean loss ``(K,)``; the targets ``y`` of
+    every batch carry the model axis, ``(K, b, ...)``. ``evaluate(stack)`` reports one
+    number per model still training, by name, as :func:`fit`'s evaluate does; and
+    ``on_epoch_end(epoch, histories)`` sees every model's history. A model whose numbers
+    stop being finite is marked diverged, as :func:`fit` marks a run, and leaves the
+    stack (:meth:`Stack.keep_rows`): it can neither poison nor slow down the others.
+    Each history's ``seconds`` is the model's share of the epoch's time.
+    """
+    device = device or get_device()
+
+    def measure(stack: Stack) -> dict[str, list[float]]:
+        numbers = {name: [float(v) for v in values]
+                   for name, values in _evaluated(stack, evaluate).items()}  # fmt: skip
+        if any(len(values) != len(stack.rows) for values in numbers.values()):
+            raise ValueError(f"evaluate must report one number per model of the stack, "
+                             f"{len(stack.rows)} of them")  # fmt: skip
+        return numbers
+
+    return _loop(stack, stack, train_batches, loss_fn=loss_fn, optimizer=optimizer,
+                 num_epochs=num_epochs, measure=measure, device=device,
+                 on_epoch_end=on_epoch_end, scheduler=None)  # fmt: skip
+
+
+def _loop(
+    model: nn.Module | Stack,
+    stack: Stack | None,
+    train_batches: Iterable[Batch],
+    *,
+    loss_fn: LossFn,
+    optimizer: Optimizer,
+    num_epochs: int,
+    measure: Callable[[Any], Mapping[str, list[float]]],
+    device: torch.device,
+    on_epoch_end: StackEpochHook | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+) -> list[History]:
+    """The epochs of :func:`fit` (``stack`` ``None``: one model) and :func:`fit_stack`
+    (``model`` is ``stack``): one history per model."""
+    histories = [History() for _ in (stack.rows if stack is not None else [0])]
+    alive = list(range(len(histories)))  # the history of each model still training
     for epoch in range(1, num_epochs + 1):
         start = time.perf_counter()
         model.train()
         # Summed on the device and read once per epoch: a .item() per step would
         # make the CPU wait for the GPU after every batch.
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros(() if stack is None else len(alive), device=device)
         n = 0
         for X, y in train_batches:
             X, y = X.to(device), y.to(device)
             optimizer.zero_grad()
-            loss = loss_fn(model(X), y)
-            loss.backward()
+            loss = loss_fn(model(X), y)  # a stack's: each model's mean loss, (K,)
+            # The models of a stack are independent: the sum gives each its own gradient.
+            (loss if stack is None else loss.sum()).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            n += len(y)
-        train_loss = float(loss_sum) / max(n, 1)
-        numbers = _evaluate_epoch(model, val_batches, evaluate, loss_fn, device)
-        if not all(math.isfinite(x) for x in (train_loss, *numbers.values())):
-            history.diverged = True
-            history.diverged_epoch = epoch
+            count = len(y) if stack is None else y.shape[1]
+            loss_sum += loss.detach() * count
+            n += count
+        train_loss = [v / max(n, 1) for v in loss_sum.reshape(-1).tolist()]
+        numbers = measure(model)
+        seconds = (time.perf_counter() - start) / len(alive)
+        kept = [row for row, k in enumerate(alive)
+                if _record(histories[k], epoch, train_loss[row],
+                           {name: values[row] for name, values in numbers.items()},
+                           seconds)]  # fmt: skip
+        if not kept:
             break
-        history.train_loss.append(train_loss)
-        for name, value in numbers.items():
-            if name in ("val_loss", "val_acc"):
-                getattr(history, name).append(value)
-            else:
-                history.metrics.setdefault(name, []).append(value)
-        history.seconds.append(time.perf_counter() - start)
+        if stack is not None and len(kept) < len(alive):
+            stack.keep_rows(kept)
+            alive = [alive[row] for row in kept]
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-    return history
+            on_epoch_end(epoch, histories)
+    return histories
 
 
-def _evaluate_epoch(
-    model: nn.Module,
-    val_batches: Iterable[Batch] | None,
-    evaluate_fn: EvalFn | None,
-    loss_fn: LossFn,
-    device: torch.device,
-) -> dict[str, float]:
-    """The numbers measured after an epoch: ``val_batches``' loss and accuracy, then
-    ``evaluate_fn``'s (in evaluation mode, without gradients)."""
-    numbers: dict[str, float] = {}
-    if val_batches is not None:
-        val = evaluate(model, val_batches, loss_fn, device=device)
-        numbers["val_loss"] = val.loss
-        if val.accuracy is not None:
-            numbers["val_acc"] = val.accuracy
-    if evaluate_fn is not None:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            extra = {str(k): float(v) for k, v in evaluate_fn(model).items()}
-        model.train(was_training)
-        clash = set(extra) & (set(numbers) | set(RESERVED_METRICS))
-        if clash:
-            raise ValueError(f"evaluate reported {sorted(clash)}, which fit measures itself")
-        numbers.update(extra)
+def _record(history: History, epoch: int, train_loss: float, numbers: Mapping[str, float],
+            seconds: float) -> bool:  # fmt: skip
+    """Append one epoch's numbers to ``history``; or, the one rule of divergence, when
+    one of them is not finite, mark it diverged at ``epoch`` and return ``False`` (that
+    epoch's numbers are not recorded)."""
+    if not all(math.isfinite(x) for x in (train_loss, *numbers.values())):
+        history.diverged, history.diverged_epoch = True, epoch
+        return False
+    history.train_loss.append(train_loss)
+    for name, value in numbers.items():
+        if name in ("val_loss", "val_acc"):
+            getattr(history, name).append(value)
+        else:
+            history.metrics.setdefault(name, []).append(value)
+    history.seconds.append(seconds)
+    return True
+
+
+def _evaluated(model: Any, evaluate_fn: Callable[[Any], Mapping[str, Any]] | None
+               ) -> dict[str, Any]:  # fmt: skip
+    """``evaluate_fn(model)``'s numbers by name, measured in evaluation mode without
+    gradients (the mode is put back); none without a function."""
+    if evaluate_fn is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        numbers = {str(name): value for name, value in evaluate_fn(model).items()}
+    model.train(was_training)
+    reserved = set(numbers) & set(RESERVED_METRICS)
+    if reserved:
+        raise ValueError(f"evaluate reported {sorted(reserved)}, which fit measures itself")
     return numbers
 
 

@@ -2,7 +2,8 @@
 :mod:`d2lcore.attention`'s multi-head attention and positional encoding, a small
 encoder trained to reverse sequences (:func:`train_reversal`, with optional warm-up),
 and an encoder-decoder trained to sort them (:func:`train_seq2seq`: teacher forcing,
-greedy decoding), with the tasks' data and measures.
+greedy decoding). The tasks' data and their order-blind baseline are
+:mod:`d2lcore.sequence_tasks`' (re-exported here).
 
 Shapes follow PyTorch's batch-first convention: tokens ``(B, T)``, activations
 ``(B, T, d_model)``; logits ``(B, vocab, T)``, the layout ``F.cross_entropy`` takes.
@@ -18,56 +19,12 @@ from torch import nn
 
 from d2lcore.attention import MultiHeadAttention, PositionalEncoding
 from d2lcore.data import Split, Splits
-from d2lcore.device import get_device, make_generator
+from d2lcore.device import get_device
 from d2lcore.init import init_weights
+from d2lcore.sequence_tasks import order_blind_reversal_accuracy as order_blind_reversal_accuracy
+from d2lcore.sequence_tasks import reversal_data as reversal_data
+from d2lcore.sequence_tasks import sorting_data as sorting_data
 from d2lcore.train import EpochHook, RunResult, fit, seeded
-
-# ----------------------------------------------------------------------------------
-# The tasks: reversing and sorting sequences of tokens
-
-
-def reversal_data(
-    num_examples: int, seq_len: int, vocab_size: int, *, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token sequences ``X`` ``(n, seq_len)`` and their reversals ``Y``: the
-    target at position ``i`` is the input at position ``seq_len - 1 - i``."""
-    X = torch.randint(vocab_size, (num_examples, seq_len), generator=make_generator(seed))
-    return X, X.flip(1)
-
-
-def sorting_data(
-    num_examples: int, seq_len: int, vocab_size: int, *, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token sequences ``X`` ``(n, seq_len)`` and the same tokens sorted."""
-    X = torch.randint(vocab_size, (num_examples, seq_len), generator=make_generator(seed))
-    return X, X.sort(dim=1).values
-
-
-def order_blind_reversal_accuracy(X: torch.Tensor) -> float:
-    """The best expected per-token accuracy of a model blind to order on reversing the
-    sequences ``X`` ``(n, T)`` of independent, uniform tokens.
-
-    Without positions, self-attention, the position-wise layers and layer norm treat
-    every position alike: the output at position ``i`` depends only on the token there
-    and on the multiset of all tokens. Given those, the target ``X[T - 1 - i]`` is a
-    uniform draw from the *other* ``T - 1`` tokens (every arrangement is equally
-    likely), so the best guess is their most frequent token, right with probability
-    (its count) / (T - 1). For an odd ``T`` the middle position is its own target, and
-    the model cannot tell it apart: over all positions the target is then a uniform draw
-    from all ``T`` tokens. Returns the mean of that probability over ``X``'s tokens.
-    """
-    n, T = X.shape
-    vocab = int(X.max()) + 1
-    counts = torch.zeros(n, vocab).scatter_add_(1, X, torch.ones(n, T))  # (n, vocab)
-    if T % 2:
-        return float((counts.max(dim=1).values / T).mean())
-    total = 0.0
-    for i in range(T):
-        others = counts.clone()
-        others[torch.arange(n), X[:, i]] -= 1  # the multiset without token i
-        total += float((others.max(dim=1).values / (T - 1)).sum())
-    return total / (n * T)
-
 
 # ----------------------------------------------------------------------------------
 # The model
