@@ -38,6 +38,15 @@ THEBE := .vendor/thebe-$(THEBE_VERSION)/lib/index.js
 # What Thebe fetches from cdnjs when a widget needs it; the Live Code test serves this copy.
 REQUIREJS_VERSION := 2.3.6
 REQUIREJS := .vendor/requirejs-$(REQUIREJS_VERSION)/require.js
+# plotly.js's official partial bundle with the trace types the book draws (scatter,
+# heatmap, contour, histogram): 1.5 MB instead of the full bundle's 4.8 MB. Its version is
+# the one the pinned Python plotly bundles (plotly.offline.get_plotlyjs_version()): the
+# build looks for this folder by that version and fails without it.
+PLOTLYJS_VERSION := 4.1.1
+PLOTLYJS := .vendor/plotly.js-cartesian-$(PLOTLYJS_VERSION)/plotly-cartesian.min.js
+# axe-core, the accessibility checker the browser tests run on every page (tests/test_a11y.py).
+AXE_VERSION := 4.14.1
+AXE := .vendor/axe-core-$(AXE_VERSION)/axe.min.js
 # Trained grids are cached here (keyed by configuration, data and d2lcore's code), so a
 # rebuild with nothing changed trains nothing; `make clean` empties it.
 export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
@@ -133,7 +142,7 @@ data: env
 	  fi; \
 	  $(PY) -m d2lcore.data --check; }
 
-vendor: $(MATHJAX) $(THEBE) $(REQUIREJS)
+vendor: $(MATHJAX) $(THEBE) $(REQUIREJS) $(PLOTLYJS) $(AXE)
 
 $(MATHJAX):
 	@command -v npm >/dev/null || { echo "npm is needed once to fetch MathJax $(MATHJAX_VERSION) (Debian: apt-get install npm)"; exit 1; }
@@ -155,6 +164,20 @@ $(REQUIREJS):
 	cd .vendor && npm pack --silent requirejs@$(REQUIREJS_VERSION) >/dev/null
 	tar -xzf .vendor/requirejs-$(REQUIREJS_VERSION).tgz -C .vendor/requirejs-$(REQUIREJS_VERSION) --strip-components=1 package/require.js
 	rm .vendor/requirejs-$(REQUIREJS_VERSION).tgz
+
+$(PLOTLYJS):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch plotly.js $(PLOTLYJS_VERSION) (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .vendor/plotly.js-cartesian-$(PLOTLYJS_VERSION) && mkdir -p .vendor/plotly.js-cartesian-$(PLOTLYJS_VERSION)
+	cd .vendor && npm pack --silent plotly.js-cartesian-dist-min@$(PLOTLYJS_VERSION) >/dev/null
+	tar -xzf .vendor/plotly.js-cartesian-dist-min-$(PLOTLYJS_VERSION).tgz -C .vendor/plotly.js-cartesian-$(PLOTLYJS_VERSION) --strip-components=1 package/plotly-cartesian.min.js package/LICENSE
+	rm .vendor/plotly.js-cartesian-dist-min-$(PLOTLYJS_VERSION).tgz
+
+$(AXE):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch axe-core $(AXE_VERSION) (Debian: apt-get install npm)"; exit 1; }
+	rm -rf .vendor/axe-core-$(AXE_VERSION) && mkdir -p .vendor/axe-core-$(AXE_VERSION)
+	cd .vendor && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null
+	tar -xzf .vendor/axe-core-$(AXE_VERSION).tgz -C .vendor/axe-core-$(AXE_VERSION) --strip-components=1 package/axe.min.js package/LICENSE
+	rm .vendor/axe-core-$(AXE_VERSION).tgz
 
 # Headless Chromium for the browser tests (Debian's packages; Playwright drives it).
 browser:

@@ -1,7 +1,9 @@
-"""Playwright helpers for the slider figures of :mod:`d2lcore.sliders` in a real browser.
+"""Playwright helpers for the interactive figures of :mod:`d2lcore.figure_page` in a real
+browser.
 
-They drive the sliders the way a reader does (a mouse click on the slider's rail at a
-step's tick) and read back what the figure shows from the plotly graph div (``gd``):
+They drive the controls the way a reader does (a mouse click on a range input at a
+step's place, a drag, or the keyboard) and read back what the figure shows from the
+plotly graph div (``gd``) and the HTML around it:
 
     from .browser_helpers import CHROMIUM_ARGS, wait_for_plots, move_slider, figure_state
 
@@ -9,11 +11,11 @@ step's tick) and read back what the figure shows from the plotly graph div (``gd
     page = browser.new_page()
     page.goto(url)                       # e.g. http://127.0.0.1:PORT/chapters/mlp.html
     wait_for_plots(page)
-    move_slider(page, fig_id, 0, 2)      # slider 0 (the first axis) to its step 2
+    move_slider(page, fig_id, 0, 2)      # control 0 (the first axis) to its step 2
     state = figure_state(page, fig_id)   # {"config": {"lr": "1", ...}, "visible": [...], ...}
 
-Every function takes the figure's div id (``SliderFigure.fig_id``); ``slider_figure_ids``
-lists those on a page.
+Every function takes the figure's plot id (``PageFigure.fig_id``; the ``<figure>`` around
+it is ``{fig_id}-figure``); ``slider_figure_ids`` lists those on a page.
 """
 
 from __future__ import annotations
@@ -25,88 +27,105 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 
-_GD = "document.getElementById({fig_id!r})"
+_STEPS = """(figId) => Array.from(document.querySelectorAll(
+    '#' + figId + '-figure input.d2l-control-input'), i => Number(i.value))"""
 
 
 def wait_for_plots(page: Any, timeout_ms: float = 30_000) -> None:
-    """Wait until every plotly div on the page has been drawn (and has its sliders)."""
+    """Wait until every plot on the page has been drawn: each interactive figure's
+    (``data-d2l-drawn``, drawn near the viewport first, then the others while the page
+    is idle) and every plain plotly figure's."""
     page.wait_for_function(
         """() => {
           const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
-          return divs.length > 0 && divs.every(gd => gd._fullLayout &&
-            (gd.layout.sliders || []).length === gd.querySelectorAll('.slider-group').length);
+          const figs = Array.from(document.querySelectorAll('figure.d2l-figure'));
+          return divs.length > 0 && divs.every(gd => gd._fullLayout) &&
+            figs.every(f => f.hasAttribute('data-d2l-drawn') && f.d2lFigure);
         }""",
         timeout=timeout_ms,
     )
 
 
-def slider_figure_ids(page: Any) -> list[str]:
-    """The ids of the plotly divs on the page that have sliders, in page order."""
+def slider_figure_ids(page: Any, kind: str = "sliders") -> list[str]:
+    """The plot ids of the page's interactive figures of ``kind``, in page order."""
     return page.evaluate(
-        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-                 .filter(gd => (gd.layout.sliders || []).length > 0).map(gd => gd.id)"""
+        """(kind) => Array.from(document.querySelectorAll(
+             'figure.d2l-figure[data-d2l-kind="' + kind + '"] .d2l-plot'), gd => gd.id)""",
+        kind,
     )
 
 
+def controls(page: Any, fig_id: str) -> list[dict[str, Any]]:
+    """Each control of the figure: its axis ``name``, ``label`` text and step ``labels``."""
+    return page.evaluate(
+        """(figId) => { const el = document.getElementById(figId + '-figure');
+             const data = el.d2lFigure.data;
+             return Array.from(el.querySelectorAll('input.d2l-control-input'), (inp, i) => ({
+               name: inp.name, label: el.querySelector('label[for="' + inp.id + '"]').textContent,
+               labels: data.values[i]})); }""",
+        fig_id,
+    )
+
+
+def control_locator(page: Any, fig_id: str, i: int) -> Any:
+    """The range input of control ``i``."""
+    return page.locator(f"#{fig_id}-figure input.d2l-control-input").nth(i)
+
+
 def slider_step_points(page: Any, fig_id: str, slider: int) -> list[tuple[float, float]]:
-    """Viewport coordinates of each step of slider ``slider``: its tick's x on the rail's
-    centre line. Scrolls the slider into view first."""
-    group = page.locator(f"#{fig_id} .slider-group").nth(slider)
-    group.scroll_into_view_if_needed()
+    """Viewport coordinates of each step of control ``slider``: where its thumb's centre
+    sits at that step. Scrolls the control into view first."""
+    control_locator(page, fig_id, slider).scroll_into_view_if_needed()
     points = page.evaluate(
         """([figId, i]) => {
-          const gd = document.getElementById(figId);
-          const g = gd.querySelectorAll('.slider-group')[i];
-          const rail = g.querySelector('.slider-rail-rect').getBoundingClientRect();
-          const y = rail.top + rail.height / 2;
-          const n = gd.layout.sliders[i].steps.length;
-          const ticks = Array.from(g.querySelectorAll('.slider-tick-rect'))
-                             .map(t => { const r = t.getBoundingClientRect();
-                                         return r.left + r.width / 2; });
-          if (ticks.length === n) { return ticks.map(x => [x, y]); }
-          // No ticks drawn: steps are spread evenly over the rail, inset by the grip.
-          const inset = 8, w = rail.width - 2 * inset;
+          const inp = document.querySelectorAll(
+            '#' + figId + '-figure input.d2l-control-input')[i];
+          const r = inp.getBoundingClientRect(), n = Number(inp.max) + 1;
+          const thumb = 16, y = r.top + r.height / 2;  // Chromium's thumb, 16 px across
           return Array.from({length: n}, (_, j) =>
-            [rail.left + inset + (n > 1 ? j * w / (n - 1) : w / 2), y]);
+            [r.left + thumb / 2 + (n > 1 ? j * (r.width - thumb) / (n - 1) : 0), y]);
         }""",
         [fig_id, slider],
     )
     return [(float(x), float(y)) for x, y in points]
 
 
-def move_slider(page: Any, fig_id: str, slider: int, step: int, timeout_ms: float = 5_000) -> None:
-    """Click slider ``slider``'s rail at step ``step`` (as a reader would) and wait until
-    the slider has moved there."""
-    x, y = slider_step_points(page, fig_id, slider)[step]
-    page.mouse.click(x, y)
+def _wait_step(page: Any, fig_id: str, slider: int, step: int, timeout_ms: float) -> None:
     page.wait_for_function(
-        "([figId, i, j]) => document.getElementById(figId).layout.sliders[i].active === j",
+        f"([figId, i, j]) => ({_STEPS})(figId)[i] === j",
         arg=[fig_id, slider, step],
         timeout=timeout_ms,
     )
-    page.wait_for_timeout(50)  # the figure's handler redraws right after the event
+    page.wait_for_timeout(50)  # the figure redraws right after the input event
+
+
+def move_slider(page: Any, fig_id: str, slider: int, step: int, timeout_ms: float = 5_000) -> None:
+    """Click control ``slider`` at step ``step`` (as a reader would) and wait until the
+    control is there."""
+    x, y = slider_step_points(page, fig_id, slider)[step]
+    page.mouse.click(x, y)
+    _wait_step(page, fig_id, slider, step, timeout_ms)
 
 
 def drag_slider(
     page: Any, fig_id: str, slider: int, to_step: int, timeout_ms: float = 5_000
 ) -> None:
-    """Drag slider ``slider``'s grip from where it is to step ``to_step``, in small
+    """Drag control ``slider``'s thumb from where it is to step ``to_step``, in small
     mouse moves, as a reader would."""
     points = slider_step_points(page, fig_id, slider)
-    start = page.evaluate(
-        "([figId, i]) => document.getElementById(figId).layout.sliders[i].active || 0",
-        [fig_id, slider],
-    )
+    start = page.evaluate(f"([figId, i]) => ({_STEPS})(figId)[i]", [fig_id, slider])
     (x0, y), (x1, _) = points[start], points[to_step]
     page.mouse.move(x0, y)
     page.mouse.down()
     page.mouse.move(x1, y, steps=20)
     page.mouse.up()
-    page.wait_for_function(
-        "([figId, i, j]) => document.getElementById(figId).layout.sliders[i].active === j",
-        arg=[fig_id, slider, to_step],
-        timeout=timeout_ms,
-    )
+    _wait_step(page, fig_id, slider, to_step, timeout_ms)
+
+
+def press_key(page: Any, fig_id: str, slider: int, key: str) -> None:
+    """Focus control ``slider`` and press ``key`` ("ArrowRight", "Home", ...)."""
+    control_locator(page, fig_id, slider).focus()
+    page.keyboard.press(key)
     page.wait_for_timeout(50)
 
 
@@ -114,22 +133,24 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
     """What the figure shows now.
 
     Returns a dict with ``config`` (axis name -> the selected step's label, from the
-    sliders), ``actives`` (each slider's step index), ``traces`` (how many the figure
-    has, every configuration's), ``visible`` (for each visible trace: its ``index`` among
-    all of them, ``name``, ``type``, ``y`` data and ``z`` rows, ``None`` without),
-    ``annotations`` (for each annotation in layout order: its ``name``, whether it is
-    ``visible`` and its ``text`` as rendered in the page; the readout is named
-    ``"readout"``, the panels' marks ``"diverged"``) and ``hash`` (the page's URL hash).
+    controls), ``actives`` (each control's step index), ``valuetexts`` (each control's
+    ``aria-valuetext``), ``traces`` (how many the figure has, every configuration's),
+    ``visible`` (for each visible trace: its ``index`` among all of them, ``name``,
+    ``type``, ``y`` data and ``z`` rows, ``None`` without), ``annotations`` (for each
+    annotation in layout order: its ``name``, whether it is ``visible`` and its ``text``
+    as rendered; the panels' marks are named ``"diverged"``), ``readout`` (the live
+    region's text) and ``hash`` (the page's URL hash).
     """
     return page.evaluate(
         """(figId) => {
           const gd = document.getElementById(figId);
-          const sliders = gd.layout.sliders || [];
-          const config = {};
-          sliders.forEach(s => { config[s.name] = s.steps[s.active || 0].label; });
+          const el = document.getElementById(figId + '-figure');
+          const inputs = Array.from(el.querySelectorAll('input.d2l-control-input'));
+          const data = el.d2lFigure.data, config = {};
+          inputs.forEach((inp, i) => { config[inp.name] = data.values[i][Number(inp.value)]; });
           const visible = [];
-          // d2lcore.sliders gives plotly only the selected configuration's traces
-          // (sliders.js); the others wait in gd.d2lTraces.
+          // The "sliders" kind gives plotly only the selected configuration's traces;
+          // the others wait in gd.d2lTraces.
           const first = gd.d2lTraces ? gd.d2lShown * gd.data.length : 0;
           gd.data.forEach((t, j) => {
             if (t.visible === true || t.visible === undefined) {
@@ -139,25 +160,27 @@ def figure_state(page: Any, fig_id: str) -> dict[str, Any]:
             }
           });
           const annotations = (gd._fullLayout.annotations || []).map((a, i) => {
-            const el = gd.querySelector('.annotation[data-index="' + i + '"] .annotation-text');
-            return {name: a.name || null, visible: a.visible !== false && !!el,
-                    text: el ? el.textContent : ''};
+            const q = '.annotation[data-index="' + i + '"] .annotation-text';
+            const node = gd.querySelector(q);
+            return {name: a.name || null, visible: a.visible !== false && !!node,
+                    text: node ? node.textContent : ''};
           });
-          return {config: config, actives: sliders.map(s => s.active || 0),
+          return {config: config, actives: inputs.map(i => Number(i.value)),
+                  valuetexts: inputs.map(i => i.getAttribute('aria-valuetext')),
                   traces: (gd.d2lTraces || gd.data).length, visible: visible,
-                  annotations: annotations, hash: window.location.hash};
+                  annotations: annotations,
+                  readout: el.querySelector('.d2l-readout').textContent,
+                  hash: window.location.hash};
         }""",
         fig_id,
     )
 
 
 def readout(page: Any, fig_id: str) -> str:
-    """The readout's text as rendered (the configuration and its final numbers)."""
-    texts = [a["text"] for a in figure_state(page, fig_id)["annotations"]
-             if a["name"] == "readout"]  # fmt: skip
-    if not texts:
-        raise AssertionError(f"figure {fig_id} has no readout annotation")
-    return texts[0]
+    """The readout's text as rendered (the configuration and its numbers)."""
+    return page.evaluate(
+        "(id) => document.getElementById(id + '-figure').querySelector('.d2l-readout')"
+        ".textContent", fig_id)  # fmt: skip
 
 
 def diverged_marks(page: Any, fig_id: str) -> list[str]:
@@ -203,22 +226,25 @@ def axis_ranges(page: Any, fig_id: str) -> dict[str, list[float]]:
 
 
 def redraw_times(page: Any, fig_id: str, slider: int, repeats: int) -> tuple[float, float]:
-    """Median milliseconds of a redraw after moving ``slider`` of the figure (timed in the
-    page with ``performance.now()`` around the change, up to the next frame), and of
-    plotly's own redraw of the same first heat map: the floor on this machine."""
+    """Median milliseconds of a redraw after moving control ``slider`` of the figure
+    (timed in the page with ``performance.now()`` around the input event, up to the next
+    frame), and of plotly's own redraw of the same first trace: the floor on this machine."""
     redraw, floor = page.evaluate(
         """async ([id, slider, repeats]) => { const gd = document.getElementById(id);
+             const inp = document.querySelectorAll(
+               '#' + id + '-figure input.d2l-control-input')[slider];
              const frame = () => new Promise(r => requestAnimationFrame(() => r()));
              const redraw = [], floor = [];
-             const steps = Math.min(3, gd.layout.sliders[slider].steps.length);
+             const steps = Math.min(3, Number(inp.max) + 1);
              for (let j = 0; j < repeats; j++) {
                let t0 = performance.now();
-               gd.layout.sliders[slider].active = j % steps;
-               gd.emit('plotly_sliderchange', {interaction: true});
+               inp.value = String(j % steps);
+               inp.dispatchEvent(new Event('input', {bubbles: true}));
                await frame();
                redraw.push(performance.now() - t0);
                t0 = performance.now();
-               Plotly.restyle(gd, {z: [gd.data[0].z]}, [0]);
+               const t = gd.data[0];
+               Plotly.restyle(gd, t.z ? {z: [t.z]} : {y: [t.y]}, [0]);
                await frame();
                floor.push(performance.now() - t0);
              }

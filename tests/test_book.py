@@ -36,25 +36,25 @@ def test_no_cdn_assets_in_built_pages(built_book: Path):
         assert not external, f"{page} loads scripts from the network: {external}"
     assert (built_book / "_static" / "vendor" / "plotly.min.js").is_file()
     assert (built_book / "_static" / "vendor" / "mathjax" / "tex-chtml.js").is_file()
-    assert (built_book / "_static" / "vendor" / "d2l-sliders.js").is_file()
+    assert (built_book / "_static" / "vendor" / "d2l-figure.js").is_file()
 
 
-def test_slider_pages_load_the_slider_script_once(built_book: Path):
-    """Every page with a slider figure loads sliders.js once, after plotly.js, and keeps
-    no inline copy of the program (the figure's own script is one attach call)."""
+def test_figure_pages_load_the_figure_script_once(built_book: Path):
+    """Every page with an interactive figure loads figure.js once, after plotly.js, and
+    keeps no inline copy of the program (the figure's own script is one attach call)."""
     pages = 0
     for page in toc_pages():
         html = (built_book / f"{page}.html").read_text()
-        if "window.d2lSliders.attach(" not in html:
+        if 'class="d2l-figure"' not in html:
             continue
         pages += 1
         # Sphinx adds a cache-busting "?v=..." to each script's address.
         srcs = [s.split("?")[0] for s in re.findall(r'<script[^>]+src="([^"]+)"', html)]
-        ours = [i for i, s in enumerate(srcs) if s.endswith("vendor/d2l-sliders.js")]
+        ours = [i for i, s in enumerate(srcs) if s.endswith("vendor/d2l-figure.js")]
         plotly_js = [i for i, s in enumerate(srcs) if s.endswith("vendor/plotly.min.js")]
         assert len(ours) == 1 and len(plotly_js) == 1 and plotly_js[0] < ours[0], (page, srcs)
-        assert "root.d2lSliders = {" not in html, f"{page} inlines the slider program"
-    assert pages >= 5
+        assert "root.d2lFigures = {" not in html, f"{page} inlines the figure program"
+    assert pages >= 8
 
 
 def tiny_book(folder: Path, title: str, code: str) -> Path:

@@ -1,7 +1,8 @@
 """Every slider figure on every built page, driven in headless Chromium like a reader
-would: each control through every position, alone and in combination, and links that
-carry a configuration in the URL hash. Offline: requests beyond the local site fail
-the test (see ``open_offline``)."""
+would: each control through every position, alone and in combination, the keyboard
+reaching and moving every control of every figure, and links that carry a configuration
+in the URL hash. Offline: requests beyond the local site fail the test (see
+``open_offline``)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,21 @@ import pytest
 
 from .browser_helpers import (
     CHROMIUM_ARGS,
+    controls,
     figure_state,
     move_slider,
     open_offline,
     readout,
     redraw_times,
+    slider_figure_ids,
     wait_for_plots,
 )
 from .conftest import BACKGROUND, CHROMIUM, ROOT, in_background, serving, toc_pages
 
 pytestmark = pytest.mark.browser
 
-SLIDER_MARK = "window.d2lSliders.attach("  # each slider figure's inline script
+SLIDER_MARK = 'data-d2l-kind="sliders"'  # each slider figure's <figure> element
+PLAYGROUND_MARK = 'data-d2l-kind="playground"'  # the MLP playground's
 
 
 def slider_pages(built_book: Path) -> list[str]:
@@ -39,25 +43,17 @@ def slider_pages(built_book: Path) -> list[str]:
 
 
 def _open_slider_page(browser, url: str, problems: list[str]):
-    """Open a page offline, wait for its figures; return it and its slider figures' ids."""
+    """Open a page offline, wait for its figures; return it and its slider figures' ids
+    (the figures of d2lcore.sliders; the MLP playground, another kind of figure, has a
+    test of its own)."""
     page = open_offline(browser, url, problems)
     wait_for_plots(page)
-    # The slider figures of d2lcore.sliders; the MLP playground (d2lcore.playground, its
-    # own page script, marked with the class d2l-playground) has its own browser tests.
-    fig_ids = page.evaluate(
-        """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
-             .filter(gd => (gd.layout.sliders || []).length &&
-                           !gd.classList.contains('d2l-playground')).map(gd => gd.id)"""
-    )
-    return page, fig_ids
+    return page, slider_figure_ids(page)
 
 
 def _sliders(page, fig_id: str) -> list[dict]:
-    return page.evaluate(
-        """(id) => document.getElementById(id).layout.sliders.map(
-             s => ({name: s.name, labels: s.steps.map(st => st.label)}))""",
-        fig_id,
-    )
+    """Each control of the figure: its axis ``name`` and step ``labels``."""
+    return controls(page, fig_id)
 
 
 def _check_shows(page, fig_id: str, sliders: list[dict], actives: list[int],
@@ -68,7 +64,7 @@ def _check_shows(page, fig_id: str, sliders: list[dict], actives: list[int],
     assert state["actives"] == actives
     sizes = [len(s["labels"]) for s in sliders]
     per_config = state["traces"] // math.prod(sizes)
-    # Plotly holds the selected configuration's traces only (sliders.js).
+    # Plotly holds the selected configuration's traces only (figure.js).
     assert page.evaluate("(id) => document.getElementById(id).data.length", fig_id) == per_config
     k = 0
     for size, a in zip(sizes, actives, strict=True):
@@ -123,8 +119,50 @@ def _check_every_slider(browser, site: str, page_name: str) -> None:
             readouts[tuple(actives)] = _check_shows(page, fig_id, sliders, actives)
         # Every configuration visited showed a readout of its own.
         assert len(set(readouts.values())) == len(readouts) > 1
+    _check_keyboard(page, slider_figure_ids(page) + slider_figure_ids(page, "playground"))
     page.close()
     assert not problems, "\n".join(problems)
+
+
+_KEYBOARD_STATE = """(id) => { const el = document.getElementById(id + '-figure');
+  const gd = document.getElementById(id), s = gd.d2lShown;
+  const inputs = Array.from(el.querySelectorAll('input.d2l-control-input'));
+  return {focused: document.activeElement.id, ids: inputs.map(i => i.id),
+          steps: inputs.map(i => Number(i.value)), max: inputs.map(i => Number(i.max)),
+          valuetexts: inputs.map(i => i.getAttribute('aria-valuetext')),
+          values: el.d2lFigure.data.values,
+          readout: el.querySelector('[role="status"][aria-live="polite"]').textContent,
+          shown: JSON.stringify(s && typeof s === 'object' ? s.actives : s)}; }"""
+
+
+def _check_keyboard(page, fig_ids: list[str]) -> None:
+    """Tab to each control of each figure (from the figure's caption, where a reader
+    clicking the text starts Tab's way), and move it one key press (ArrowRight, or Home
+    at its end): the value in words, the live readout and the figure follow."""
+    for fig_id in fig_ids:
+        figure = page.locator(f"#{fig_id}-figure")
+        start = figure.locator(".d2l-figure-caption, .d2l-figure-title").first
+        start.click()
+        state = page.evaluate(_KEYBOARD_STATE, fig_id)
+        for i, control in enumerate(state["ids"]):
+            page.keyboard.press("Tab")
+            before = page.evaluate(_KEYBOARD_STATE, fig_id)
+            assert before["focused"] == control, f"Tab reached {before['focused']!r}, not {control}"
+            key, step = (("ArrowRight", before["steps"][i] + 1)
+                         if before["steps"][i] < before["max"][i] else ("Home", 0))
+            page.keyboard.press(key)
+            page.wait_for_function(
+                "([id, i, j]) => Number(document.getElementById(id + '-control-' + i).value)"
+                " === j",
+                arg=[fig_id, i, step], timeout=5_000,
+            )  # fmt: skip
+            page.wait_for_timeout(50)  # the figure redraws right after the input event
+            after = page.evaluate(_KEYBOARD_STATE, fig_id)
+            what = f"{fig_id} control {i} ({key})"
+            assert after["focused"] == control, what
+            assert after["valuetexts"][i] == after["values"][i][step], what
+            assert after["readout"] != before["readout"], f"{what}: the readout stayed"
+            assert after["shown"] != before["shown"], f"{what}: the figure stayed"
 
 
 class SliderChecks:
@@ -233,8 +271,9 @@ def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book:
     page = open_offline(browser, f"{site}/{page_name}.html#{fig_id}:{part}", problems)
     wait_for_plots(page)
     page.wait_for_function(
-        "([id, t]) => JSON.stringify(document.getElementById(id).layout.sliders"
-        ".map(s => s.active || 0)) === JSON.stringify(t)",
+        "([id, t]) => JSON.stringify(Array.from(document.querySelectorAll("
+        "'#' + id + '-figure input.d2l-control-input'), i => Number(i.value)))"
+        " === JSON.stringify(t)",
         arg=[fig_id, target],
         timeout=5_000,
     )
@@ -260,10 +299,11 @@ trace_slider_figure({"a": [1, 2]}, [[go.Scatter(y=[1, 2])], [go.Scatter(y=[3, 1]
                     title="Second", xaxis_title="x", yaxis_title="y")"""
 
 
-def test_a_built_page_loads_the_slider_script_once(tmp_path: Path, browser):
-    """A one-page book with two slider figures: sliders.js is served from the site, loaded
-    once after plotly.js, the figures' inline copies are gone, and the sliders work."""
-    from d2lcore.sliders import SLIDERS_JS, sliders_program
+def test_a_built_page_loads_the_figure_script_once(tmp_path: Path, browser):
+    """A one-page book with two slider figures: figure.js and figure.css are served from
+    the site, loaded once (the script after plotly.js), the figures' inline copies are
+    gone, and the page passes the checks every built page with slider figures gets."""
+    from d2lcore.figure_page import FIGURE_CSS, FIGURE_JS, program
 
     from .conftest import build_book
     from .test_book import tiny_book
@@ -274,12 +314,16 @@ def test_a_built_page_loads_the_slider_script_once(tmp_path: Path, browser):
     html_dir = tmp_path / "_build" / "html"
     page_html = (html_dir / "index.html").read_text()
     scripts = re.findall(r'<script[^>]+src="([^"]+)"', page_html)
-    assert scripts.count("_static/vendor/d2l-sliders.js") == 1
+    assert scripts.count("_static/vendor/d2l-figure.js") == 1
+    assert "_static/vendor/d2l-playground.js" not in scripts  # no playground here
     assert scripts.index("_static/vendor/plotly.min.js") < scripts.index(
-        "_static/vendor/d2l-sliders.js")  # fmt: skip
-    assert page_html.count(SLIDER_MARK) == 2 and sliders_program() not in page_html
-    served = html_dir / "_static" / "vendor" / "d2l-sliders.js"
-    assert served.read_text() == SLIDERS_JS.read_text()
+        "_static/vendor/d2l-figure.js")  # fmt: skip
+    sheets = re.findall(r'<link[^>]+href="([^"]+)"', page_html)
+    assert sheets.count("_static/vendor/d2l-figure.css") == 1
+    assert page_html.count(SLIDER_MARK) == 2
+    assert program(FIGURE_JS) not in page_html and program(FIGURE_CSS) not in page_html
+    for served, path in [("d2l-figure.js", FIGURE_JS), ("d2l-figure.css", FIGURE_CSS)]:
+        assert (html_dir / "_static" / "vendor" / served).read_text() == path.read_text()
 
     handler = functools.partial(_Quiet, directory=str(html_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -299,6 +343,8 @@ def test_a_built_page_loads_the_slider_script_once(tmp_path: Path, browser):
         assert figure_state(page, second)["visible"][0]["y"] == [3, 1]
         page.close()
         assert not problems, "\n".join(problems)
+        # What test_every_slider_moves_the_figure checks on every page of the book.
+        _check_every_slider(browser, url.rsplit("/", 1)[0], "index")
     finally:
         server.shutdown()
         server.server_close()
@@ -309,33 +355,35 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-PLAYGROUND_MARK = "window.d2lPlayground.attach("  # the MLP playground's inline script
-
-
 def _playground_state(page, fig_id: str) -> dict:
     return page.evaluate(
         """(id) => { const gd = document.getElementById(id), s = gd.d2lShown;
-             const box = gd.parentNode.querySelector('.d2l-playground-readout');
+             const el = document.getElementById(id + '-figure');
              const [boundary, points, loss] = gd.layout.images.map(im => im.source);
-             return {actives: gd.layout.sliders.map(s => s.active || 0),
+             return {actives: Array.from(el.querySelectorAll('input.d2l-control-input'),
+                                         i => Number(i.value)),
                      z: JSON.stringify(s.z), points: JSON.stringify(s.points), loss: loss,
-                     images: [boundary, points], readout: box ? box.textContent : ''}; }""",
+                     images: [boundary, points],
+                     readout: el.querySelector('.d2l-readout').textContent}; }""",
         fig_id,
     )
 
 
 def test_the_playground_follows_every_control(browser, site: str, built_book: Path):
     """Every control of the MLP playground through every position: the readout names the
-    selected values and the figure's data change; a redraw stays within its budget."""
+    selected values and the figure's data change; the keyboard reaches and moves every
+    control; a redraw stays within its budget."""
     pages = [p for p in toc_pages() if PLAYGROUND_MARK in (built_book / f"{p}.html").read_text()]
     assert pages, "no built page has the MLP playground"
     for name in pages:
         problems: list[str] = []
         page = open_offline(browser, f"{site}/{name}.html", problems)
         wait_for_plots(page)
-        fig_ids = page.evaluate(
-            "() => Array.from(document.querySelectorAll('.d2l-playground')).map(gd => gd.id)")
-        assert fig_ids, f"{name}: the playground's page script did not attach"
+        fig_ids = slider_figure_ids(page, "playground")
+        assert fig_ids, f"{name}: the playground has no figure"
+        attached = page.evaluate("(ids) => ids.every(id => document.getElementById(id)"
+                                 ".classList.contains('d2l-playground'))", fig_ids)  # fmt: skip
+        assert attached, f"{name}: the playground's page script did not attach"
         for fig_id in fig_ids:
             sliders = _sliders(page, fig_id)
             before = _playground_state(page, fig_id)
@@ -355,11 +403,10 @@ def test_the_playground_follows_every_control(browser, site: str, built_book: Pa
                     if "z" in changed:  # the picture follows the numbers
                         assert after["images"][0] != before["images"][0]
                     before = after
-            n_sliders = page.evaluate("(id) => document.getElementById(id).layout.sliders.length",
-                                      fig_id)  # fmt: skip
-            redraw, floor = redraw_times(page, fig_id, n_sliders - 1, 11)
+            redraw, floor = redraw_times(page, fig_id, len(sliders) - 1, 11)
             # The budget is 100 ms; where plotly's own redraw of the heat map takes longer
             # (a busy machine), the slider's redraw may not cost much more than that.
             assert redraw < max(100, 1.5 * floor + 20), (redraw, floor)
+        _check_keyboard(page, fig_ids)
         page.close()
         assert not problems, "\n".join(problems)

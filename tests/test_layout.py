@@ -17,7 +17,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
                    "metrics", "train"),
     "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
              "sweep"),
-    "figures": ("plotting", "sliders", "widgets"),
+    "figures": ("figure_page", "figure_text", "plotting", "sliders", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
                "sequence_tasks", "transformer", "heads", "checkpoint", "finetune",
                "playground_data", "playground", "playground_figure"),

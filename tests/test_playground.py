@@ -1,14 +1,10 @@
 """The MLP playground: its data sets, its grid, its stacked training against each model
-trained alone with torch.optim, and its figure's boundary, computed in the browser from
-the stored weights, against the torch model's predictions."""
+trained alone with torch.optim, and the float16 weights its figure stores (the figure
+itself: tests/test_playground_figure.py)."""
 
 from __future__ import annotations
 
-import base64
 import math
-import re
-import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,19 +20,8 @@ from d2lcore.playground import (
     train_stacked,
 )
 from d2lcore.playground_data import DATASETS, make_dataset, playground_data
-from d2lcore.playground_figure import (
-    BOUNDARY_COLORSCALE,
-    EXTENT,
-    PLAYGROUND_JS,
-    live_playground,
-    plane,
-    playground_figure,
-    playground_program,
-)
+from d2lcore.playground_figure import live_playground, plane, playground_figure
 
-from .browser_helpers import move_slider, redraw_times
-
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"width": 4, "depth": 2, "activation": "relu", "lr": 0.03, "dropout": 0.0,
            "init": "kaiming_normal"}  # fmt: skip
 
@@ -201,45 +186,6 @@ def small_playground():
     return configs, data, runs, fig
 
 
-def test_the_figure_stores_every_models_weights_as_float16():
-    configs, data, runs, fig = small_playground()
-    spec = fig.spec
-    stored = np.frombuffer(base64.b64decode(spec["weights"]), dtype="<f2").astype(np.float32)
-    k = 0
-    for name in data:
-        for c, run in enumerate(runs[name]):
-            part = stored[spec["offsets"][k]:spec["offsets"][k + 1]].reshape(len(SNAPS), -1)
-            np.testing.assert_allclose(part, run.extras["weights"], rtol=1e-3, atol=1e-4)
-            assert spec["layers"][c] == [2] + [configs[c]["width"]] * configs[c]["depth"] + [2]
-            k += 1
-    assert [len(s["steps"]) for s in fig.figure.layout.sliders] == [2, 2, 2, 2, 2, 2, 2, 3]
-    assert spec["default"] == [1, 1, 0, 0, 0, 1]
-    with pytest.raises(ValueError, match="two values or more"):
-        playground_figure(runs, data, axes={**AXES, "depth": [2]}, default=DEFAULT,
-                          crossed=CROSSED, snapshot_epochs=SNAPS, title="Playground")
-    assert spec["crossed"] == [[0, 4]]
-    html = fig.to_html()
-    assert "window.d2lPlayground.attach(" in html and "cdn" not in html.lower()
-
-
-def test_the_book_serves_the_page_script_once_beside_plotly(tmp_path):
-    from .test_sliders import FakeApp, load_offline_assets
-
-    assets = load_offline_assets()
-    assert assets.PLAYGROUND_JS.resolve() == PLAYGROUND_JS.resolve()
-    assert "playground.js" in tomllib.loads((ROOT / "pyproject.toml").read_text())[
-        "tool"]["setuptools"]["package-data"]["d2lcore"]  # fmt: skip
-    program = playground_program()
-    assert "</script" not in program.lower() and "{plot_id}" not in program
-    *_, fig = small_playground()
-    context = {"body": fig.to_html()}
-    assert context["body"].count(program) == 1  # for pages that do not load the file
-    app = FakeApp()
-    assets._add_plotly(app, "page", "page.html", context, None)
-    assert app.js_files == [("vendor/plotly.min.js", 200), ("vendor/d2l-playground.js", 202)]
-    assert program not in context["body"] and "window.d2lPlayground.attach(" in context["body"]
-
-
 def test_float16_weights_change_the_boundary_by_less_than_a_percent():
     configs, data, runs, _ = small_playground()
     _, points = plane(21)
@@ -261,158 +207,3 @@ def test_live_controls_train_one_configuration_and_draw_its_boundary():
     assert len(drawn) >= 3
     (output,) = panel.output.outputs
     assert "application/vnd.plotly.v1+json" in output["data"]
-
-
-# --- The figure in a real browser -------------------------------------------------------
-
-
-def _shown(page, fig_id):
-    """What the playground shows: the slider positions, the state the page script drew
-    (``gd.d2lShown``), the readout as rendered and the sources of its three images."""
-    return page.evaluate(
-        """(id) => { const gd = document.getElementById(id), s = gd.d2lShown;
-             return {actives: gd.layout.sliders.map(s => s.active || 0), z: s.z,
-                     points: s.points, loss_x: s.loss_epochs, loss_y: Array.from(s.losses[0]),
-                     readout: gd.parentNode.querySelector('.d2l-playground-readout')
-                       .textContent,
-                     sources: gd.layout.images.map(im => im.source)}; }""",
-        fig_id,
-    )
-
-
-def _pixels(page, source: str, where: np.ndarray | None = None) -> np.ndarray:
-    """The RGBA pixels of the image ``source``, decoded in the page: all of them
-    ``(height, width, 4)``, or those at ``where`` ``(n, 2)`` (fractions of the width
-    and the height from the top left corner) ``(n, 4)``."""
-    size, values = page.evaluate(
-        """async ([src, where]) => {
-             const img = new Image(); img.src = src; await img.decode();
-             const c = document.createElement('canvas');
-             const w = c.width = img.naturalWidth, h = c.height = img.naturalHeight;
-             const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-             const data = ctx.getImageData(0, 0, w, h).data;
-             if (!where) { return [[h, w], Array.from(data)]; }
-             return [[where.length, 1], where.flatMap(([fx, fy]) => {
-               const o = 4 * (Math.min(h - 1, Math.floor(fy * h)) * w +
-                              Math.min(w - 1, Math.floor(fx * w)));
-               return Array.from(data.slice(o, o + 4)); })]; }""",
-        [source, None if where is None else np.asarray(where, float).tolist()],
-    )
-    return np.array(values, dtype=float).reshape(*size, 4).squeeze(1 if where is not None else ())
-
-
-def _rgb(p: np.ndarray) -> np.ndarray:
-    """The colour of P(class 1) on the boundary's colour scale (RGB 0-255)."""
-    stops = np.array([s for s, _ in BOUNDARY_COLORSCALE])
-    colours = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for _, c in BOUNDARY_COLORSCALE])
-    return np.stack([np.interp(p, stops, colours[:, k]) for k in range(3)], axis=-1)
-
-
-def _check_images(page, shown, expected_z, split, spec) -> None:
-    """The boundary's image has one pixel per grid point, its top row the largest x2,
-    each of the colour of its probability; the points' image is opaque at every
-    training point and clear in a corner no point reaches; the loss image is opaque at
-    every point of the training loss curve (epoch linear, loss on the log axis)."""
-    boundary, points, curves = shown["sources"]
-    drawn = _pixels(page, boundary)
-    assert drawn.shape == (*expected_z.shape, 4)
-    np.testing.assert_allclose(drawn[::-1, :, :3], _rgb(expected_z), atol=2.5)
-    assert (drawn[:, :, 3] == 255).all()
-    X = split[0].numpy()
-    at = np.stack([(X[:, 0] + EXTENT) / (2 * EXTENT), (EXTENT - X[:, 1]) / (2 * EXTENT)], 1)
-    alpha = _pixels(page, points, np.vstack([at.clip(0, 1), [[0.001, 0.001]]]))[:, 3]
-    assert (alpha[:-1] > 0).all(), "a training point is missing from the image"
-    assert alpha[-1] == 0, "the corner of the plane holds no point"
-    lo, hi = spec["loss_range"]
-    x, y = np.array(shown["loss_x"], float), np.array(shown["loss_y"], float)
-    if len(x) > 1:  # a single point draws no line
-        at = np.stack([x / spec["snapshots"][-1], (hi - np.log10(y)) / (hi - lo)], 1)
-        alpha = _pixels(page, curves, at.clip(0, 1))[:, 3]
-        assert (alpha > 0).all(), "the training loss is not drawn where it belongs"
-
-
-def _expected_config(actives):
-    """The trained configuration the slider positions select (what the page snaps to)."""
-    return {name: AXES[name][actives[1 + i]] for i, name in enumerate(AXES)}
-
-
-@pytest.mark.browser
-def test_every_control_moves_the_boundary_to_what_torch_predicts(tmp_path, browser):
-    from .test_sliders import figure_page
-
-    configs, data, runs, fig = small_playground()
-    names = list(data)
-    _, points = plane(21)
-    with figure_page(tmp_path, browser, fig.to_html()) as (page, errors):
-        seen, sources = set(), {}
-        sizes = [len(s["steps"]) for s in fig.figure.layout.sliders]
-        for i, size in enumerate(sizes):
-            for j in [*range(size), 0 if i else 1]:  # every position, then back
-                move_slider(page, fig.fig_id, i, j)
-                shown = _shown(page, fig.fig_id)
-                a = shown["actives"]
-                assert a[i] == j, "the moved slider stays where the reader put it"
-                config = _expected_config(a)
-                assert config in configs, f"the sliders show an untrained {config}"
-                name, epoch_step = names[a[0]], a[-1]
-                run = runs[name][configs.index(config)]
-                half = run.extras["weights"][epoch_step].astype(np.float16).astype(np.float32)
-                expected = predict_proba(config, half, points).numpy().reshape(21, 21)
-                np.testing.assert_allclose(np.array(shown["z"]), expected, atol=2e-3,
-                                           err_msg=f"boundary of {name} {config} epoch step "
-                                                   f"{epoch_step}")  # fmt: skip
-                np.testing.assert_allclose(shown["points"][0][0],
-                                           data[name].train[0][:, 0].numpy(), atol=1e-3)
-                _check_images(page, shown, expected, data[name].train, fig.spec)
-                sources[(name, tuple(config.values()), epoch_step)] = shown["sources"]
-                curves = run.extras["curves"]
-                upto = curves[curves[:, 0] <= SNAPS[epoch_step]]
-                assert shown["loss_x"] == upto[:, 0].tolist()
-                np.testing.assert_allclose(shown["loss_y"], upto[:, 1], rtol=1e-3, atol=1e-4)
-                assert f"epoch {SNAPS[epoch_step]}:" in shown["readout"]
-                seen.add((name, tuple(config.values()), epoch_step))
-        # A value trained only around the default puts the other axes back there: the
-        # learning rate 0.3 with width 2 selected sets the width to its default, 4.
-        move_slider(page, fig.fig_id, 1, 0)  # width 2
-        move_slider(page, fig.fig_id, 4, 1)  # learning rate 0.3
-        assert _shown(page, fig.fig_id)["actives"][1:5] == [1, 1, 0, 1]
-        # Crossed axes keep each other: width 2 (the learning rate back to its default),
-        # then dropout 0.5.
-        move_slider(page, fig.fig_id, 1, 0)
-        move_slider(page, fig.fig_id, 5, 1)
-        assert _shown(page, fig.fig_id)["actives"][1:6] == [0, 1, 0, 0, 1]
-        # Under the pointer, the label gives what torch predicts there.
-        shown = _shown(page, fig.fig_id)
-        config = _expected_config(shown["actives"])
-        run = runs[names[shown["actives"][0]]][configs.index(config)]
-        half = run.extras["weights"][shown["actives"][-1]].astype(np.float16).astype(np.float32)
-        box = page.evaluate("""(id) => { const gd = document.getElementById(id);
-            gd.scrollIntoView();
-            const L = gd._fullLayout, r = gd.getBoundingClientRect();
-            return [r.left + L.xaxis._offset, r.top + L.yaxis._offset, L.xaxis._length,
-                    L.yaxis._length]; }""", fig.fig_id)  # fmt: skip
-        for fx, fy in [(0.3, 0.2), (0.75, 0.6)]:
-            page.mouse.move(box[0] + fx * box[2], box[1] + fy * box[3])
-            label = page.locator(".d2l-playground-probe").text_content()
-            x1, x2, p = (float(v) for v in re.findall(r"-?\d+\.\d+", label))
-            assert (x1, x2) == pytest.approx((-EXTENT + 2 * EXTENT * fx,
-                                              EXTENT - 2 * EXTENT * fy), abs=0.02)
-            at = torch.tensor([[-EXTENT + 2 * EXTENT * fx, EXTENT - 2 * EXTENT * fy]])
-            assert p == pytest.approx(predict_proba(config, half, at).item(), abs=0.01), label
-        page.mouse.move(1, 1)
-        assert not page.locator(".d2l-playground-probe").is_visible()
-        # A redraw, timed in the page around the change as the reader's click makes it,
-        # against plotly's own redraw of the figure (the floor on this machine).
-        times = redraw_times(page, fig.fig_id, 7, 9)
-    assert not errors, errors
-    # Every data set, every epoch and every configuration one slider reaches was shown.
-    assert {s[0] for s in seen} == set(names) and {s[2] for s in seen} == {0, 1, 2}
-    assert len({s[1] for s in seen}) == len(configs) - 1  # all but width 2 x dropout 0.5
-    # Each view drew its own boundary; each data set its own points.
-    assert len({s[0] for s in sources.values()}) == len(sources)
-    assert len({s[1] for s in sources.values()}) == len(names)
-    # The budget is 100 ms; on a busy machine plotly's own redraw of the heat map takes
-    # longer, and the slider's redraw may not cost much more than that.
-    redraw, floor = times
-    assert redraw < max(100, 1.5 * floor + 20), (
-        f"a slider move took {redraw:.0f} ms (median); plotly's redraw of the map {floor:.0f}")

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import ipywidgets as widgets
 import pytest
 
-from d2lcore.sliders import describe_config
+from d2lcore.figure_text import describe_config
 from d2lcore.train import EpochHook, History, RunResult
 from d2lcore.widgets import STATUS_STYLE, LiveControls, StatusLine, live_controls
 

@@ -7,21 +7,27 @@ below (``tests/test_layout.py`` checks it):
   the pages train), ``datafiles`` (Fashion-MNIST's files: lookup, checksums, IDX, download,
   the ``--check`` command), ``data`` (``Splits`` of tensors with ``.loader()``,
   Fashion-MNIST and synthetic data in memory), ``models`` and ``conv`` (plain
-  ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one ``fit`` loop, ``History``,
-  ``RunResult``: what every trainer returns).
+  ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one training loop: ``fit`` for a
+  model, ``fit_stack`` for a stack of models; ``History``, ``RunResult``: what every
+  trainer returns).
 - **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
   the one configuration order; ``run_grid``, a cached grid of any per-configuration
   function with extras), ``config`` (``TrainConfig``: hyperparameters, momentum and the
-  learning-rate schedule; ``ModelSpec`` and the registry of model kinds), ``batched``
-  (stacking from the real module with ``torch.func``), ``sweep`` (``train_one``, and
-  ``train_grid``: ``run_grid`` plus stacking).
-- **figures**: ``plotting`` (plotly figures, the book's renderer), ``sliders`` (+
-  ``sliders.js``: a grid as a figure with a slider per axis, any trace type),
+  learning-rate schedule; ``ModelSpec`` and the registry of model kinds), ``stacks`` (K
+  models as one module with a leading model axis, from the real module with
+  ``torch.func``) and ``sequential_stack`` (its batched-matmul fast path), ``batched``
+  (a grid's models trained as one stack: the stacked optimizer, ``fit_stacked``),
+  ``sweep`` (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
+- **figures**: ``plotting`` (plotly figures, the book's renderer), ``figure_page`` (+
+  ``figure.js``, ``figure.css``: an interactive figure's HTML controls, readout and page
+  script), ``figure_text`` (a configuration in words: labels, values, readouts),
+  ``sliders`` (a grid as a figure with a control per axis, any trace type),
   ``widgets`` (live controls that re-train a configuration in a kernel).
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
-  descent on it), ``optim`` (SGD, momentum, RMSProp and Adam on a 2-D quadratic, batched),
-  ``diagnostics``, ``attention``, ``transformer`` (its models, tasks and trainers),
-  ``finetune``, the MLP playground (``playground_data``: its 2-D data sets;
+  descent on it), ``optim`` (``torch.optim``'s SGD, momentum, RMSProp and Adam on a 2-D
+  quadratic, many runs at once), ``diagnostics``, ``attention``, ``sequence_tasks`` and
+  ``transformer`` (its models and trainers), ``heads``, ``checkpoint`` and ``finetune``,
+  the MLP playground (``playground_data``: its 2-D data sets;
   ``playground``: configurations, stacked training, weight encoding;
   ``playground_figure`` + ``playground.js``: the figure and live controls): what one
   chapter needs beyond the floors, built on ``fit`` and the grid.

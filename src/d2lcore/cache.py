@@ -37,9 +37,9 @@ STALE_TMP_SECONDS = 3600.0
 #: other module of the package is part of :func:`code_fingerprint` (a new module is, by
 #: default). ``optim.py`` runs optimizers on a 2-D quadratic for a figure; no grid trains
 #: with it. ``keys.py`` decides what a key reads, not what a run computes.
-FIGURE_MODULES = ("plotting.py", "sliders.py", "widgets.py", "playground_figure.py",
-                  "profile.py", "diagnostics.py", "optim.py", "cache.py", "keys.py",
-                  "__init__.py")  # fmt: skip
+FIGURE_MODULES = ("plotting.py", "figure_page.py", "figure_text.py", "sliders.py",
+                  "widgets.py", "playground_figure.py", "profile.py", "diagnostics.py",
+                  "optim.py", "cache.py", "keys.py", "__init__.py")  # fmt: skip
 
 
 def default_cache_dir() -> Path:
@@ -74,7 +74,7 @@ def package_fingerprint(package_dir: Path | None = None) -> str:
     book's execution cache keys on, since a page's output depends on all of it."""
     folder = package_dir or Path(__file__).parent
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.suffix in (".py", ".js")):
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".py", ".js", ".css")):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

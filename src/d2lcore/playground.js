@@ -1,32 +1,27 @@
 /*
- * The page script of d2lcore's MLP playground (d2lcore/playground_figure.py).
+ * The MLP playground's kind of figure (d2lcore/playground_figure.py), for the page
+ * script figure.js: its controls are the data set, each hyperparameter and the epoch.
  *
- * The figure has one slider for the data set, one per hyperparameter and one for the
- * epoch, whose steps do nothing (method "skip"). After Plotly.newPlot the figure calls
- *
- *     d2lPlayground.attach(divId, spec)
- *
- * with the spec Python wrote. The spec holds every trained model's weights at a few
- * epochs (float16, base64): on every slider change the script finds the selected
- * model, evaluates it on the plane's grid (the MLP's forward pass, as torch computes
- * it: Linear, activation, ..., Linear, softmax) and draws the boundary, the data set's
- * points and the loss curves so far as three layout images, and the readout as HTML
- * above the figure. Plotly redraws layout images alone, where a change of a trace or
- * an annotation would redraw the whole figure, sliders included; the figure's own
+ * The figure's data holds every trained model's weights at a few epochs (float16,
+ * base64): on every change this script finds the selected model, evaluates it on the
+ * plane's grid (the MLP's forward pass, as torch computes it: Linear, activation, ...,
+ * Linear, softmax) and draws the boundary, the data set's points and the loss curves so
+ * far as three layout images; figure.js writes the readout. Plotly redraws layout images
+ * alone, where a change of a trace would redraw the whole figure; the figure's own
  * traces (Python draws the first view with them, for a renderer without this script)
- * give way to the images once, and stay only for the legend. Under the pointer, a
- * small label gives the model's P(class 1) there. Only some combinations of
- * hyperparameters were trained (each axis around a default, and the crossed pairs): a
- * slider moved to a value trained only with the others at their default puts them
- * there.
+ * give way to the images once, and stay only for the legend. Under the pointer, or where
+ * a finger taps, a small label gives the model's P(class 1) there. Only some
+ * combinations of hyperparameters were trained (each axis around a default, and the
+ * crossed pairs): a control moved to a value trained only with the others at their
+ * default puts them there.
  *
- * The book loads this file once per page (after plotly.js); a notebook rendered
+ * The book loads this file once per page (after figure.js); a notebook rendered
  * elsewhere carries it inline, defined only when the page does not have it yet.
  */
 (function (root) {
   'use strict';
 
-  var VERSION = 2;
+  var VERSION = 3;
   if (root.d2lPlayground && root.d2lPlayground.version >= VERSION) {
     return;
   }
@@ -174,33 +169,31 @@
     return c.toDataURL('image/png');
   }
 
-  function attach(plotId, S) {
-    var gd = document.getElementById(plotId);
-    gd.classList.add('d2l-playground');  // tests tell it from d2lSliders' figures
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"]/g, function (c) {
+      return {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c];
+    });
+  }
+
+  // The kind: figure.js calls it with the plot's div and the figure's data (S).
+  function playground(gd, S) {
+    gd.classList.add('d2l-playground');  // tests tell it from the slider figures
     var weights = halves(S.weights);
     var losses = S.losses.map(function (pair) { return pair.map(halves); });
     var nHyper = S.default.length, nConfigs = S.steps.length;
     var color = colorScale(S.colorscale), px = 2;  // images at twice the CSS pixels
-    var pointImages = {}, shown = '', first = true;
+    var pointImages = {}, shown = '', first = true, want = null;
 
-    // The readout: HTML above the plane (an annotation's text would redraw the figure).
-    var box = document.createElement('div');
+    // Where the pointer is, or the finger tapped: the selected model's P(class 1) there
+    // (the plane is an image, so plotly's hover cannot say it).
+    var box = root.document.createElement('div');
     box.style.position = 'relative';
     gd.parentNode.insertBefore(box, gd);
     box.appendChild(gd);
-    var font = '"Open Sans", verdana, arial, sans-serif; color: #2a3f5f; ';
-    function overlay(className, css) {  // an HTML element over the figure
-      var el = document.createElement('div');
-      el.className = className;
-      el.style.cssText = 'position: absolute; pointer-events: none; ' + css;
-      box.appendChild(el);
-      return el;
-    }
-    var readout = overlay('d2l-playground-readout', 'transform: translateY(-100%); ' +
-      'font: 13px ' + font + 'line-height: 1.35');
-    // Under the pointer, the selected model's P(class 1) there (the plane is an image).
-    var probe = overlay('d2l-playground-probe', 'display: none; font: 12px ' + font +
-      'background: rgba(255, 255, 255, 0.9); border: 1px solid #2a3f5f; padding: 2px 5px');
+    var probe = root.document.createElement('div');
+    probe.className = 'd2l-probe';
+    probe.setAttribute('aria-hidden', 'true');
+    box.appendChild(probe);
     var model = null;  // what the plane shows: {start, c}
 
     function same(a, b) { return a.join(',') === b.join(','); }
@@ -217,14 +210,37 @@
       return out;
     }
 
-    // The trained configuration nearest the sliders, the axis `moved` kept as chosen.
+    // The trained configuration nearest the controls, the control `moved` kept as chosen.
     function resolve(a, moved) {
       var h = a.slice(1, 1 + nHyper);
-      if (configOf(h) >= 0) { return h; }
-      var keep = partners(moved - 1);
-      var snapped = h.map(function (v, i) { return keep.indexOf(i) >= 0 ? v : S.default[i]; });
-      if (configOf(snapped) >= 0) { return snapped; }
-      return h.map(function (v, i) { return i === moved - 1 ? v : S.default[i]; });
+      if (configOf(h) < 0) {
+        var keep = partners(moved - 1);
+        var snapped = h.map(function (v, i) { return keep.indexOf(i) >= 0 ? v : S.default[i]; });
+        h = configOf(snapped) >= 0 ? snapped
+          : h.map(function (v, i) { return i === moved - 1 ? v : S.default[i]; });
+      }
+      return [a[0]].concat(h, [a[a.length - 1]]);
+    }
+
+    function selected(a) {
+      var d = a[0], e = a[a.length - 1], h = a.slice(1, 1 + nHyper), c = configOf(h);
+      var k = d * nConfigs + c, per = S.offsets[k + 1] - S.offsets[k];
+      return {d: d, e: e, h: h, c: c, k: k, epoch: S.snapshots[e],
+        start: S.offsets[k] + e * per / S.snapshots.length};
+    }
+
+    function readout(a) {
+      var m = selected(a), st = S.stats[m.k][m.e];
+      var text = S.names.slice(1, 1 + nHyper).map(function (name, i) {
+        return S.labels[i + 1] + ' ' + S.values[i + 1][m.h[i]];
+      }).join(', ');
+      var line = 'epoch ' + m.epoch + ': training loss ' + st[1].toPrecision(3) +
+        ', test loss ' + st[2].toPrecision(3) + ', training accuracy ' +
+        (100 * st[3]).toFixed(1) + '%, test accuracy ' + (100 * st[4]).toFixed(1) + '%';
+      if (S.diverged[m.k] && m.epoch >= S.diverged[m.k]) {
+        line += ' (diverged at epoch ' + S.diverged[m.k] + ': its last finite weights)';
+      }
+      return '<b>' + escapeHtml(S.values[0][m.d] + ': ' + text) + '</b><br>' + escapeHtml(line);
     }
 
     // The plane's and the loss plot's sizes in CSS pixels, and the loss plot's place.
@@ -232,52 +248,32 @@
       var L = gd._fullLayout;
       return {plane: L.xaxis._length, lossW: L.xaxis2._length, lossH: L.yaxis2._length,
         lossX: L.xaxis2.domain[0], lossSizeX: L.xaxis2.domain[1] - L.xaxis2.domain[0],
-        lossY: L.yaxis2.domain[1], lossSizeY: L.yaxis2.domain[1] - L.yaxis2.domain[0],
-        left: L._size.l, top: L._size.t};
+        lossY: L.yaxis2.domain[1], lossSizeY: L.yaxis2.domain[1] - L.yaxis2.domain[0]};
     }
 
-    // Every change redraws three layout images and the readout, never a trace: plotly
-    // redraws images alone (a trace's change would redraw the whole figure).
-    function show(a, moved) {
-      var h = resolve(a, moved), key = a[0] + ':' + h.join(',') + ':' + a[a.length - 1];
+    // Every change redraws three layout images, never a trace: plotly redraws images
+    // alone (a trace's change would redraw the whole figure).
+    function show(a) {
+      var key = a.join(',');
       if (key === shown) { return; }
       shown = key;
-      var d = a[0], e = a[a.length - 1], c = configOf(h), k = d * nConfigs + c;
-      var epoch = S.snapshots[e], per = S.offsets[k + 1] - S.offsets[k];
-      var start = S.offsets[k] + e * per / S.snapshots.length;
-      var z = boundary(weights, start, S.layers[c], S.activations[c], S.grid);
-      model = {start: start, c: c};
+      var m = selected(a), epoch = m.epoch;
+      var z = boundary(weights, m.start, S.layers[m.c], S.activations[m.c], S.grid);
+      model = {start: m.start, c: m.c};
       var le = S.loss_epochs.filter(function (x) { return x <= epoch; });
-      var tr = Array.prototype.slice.call(losses[k][0], 0, le.length);
-      var te = Array.prototype.slice.call(losses[k][1], 0, le.length);
-      var st = S.stats[k][e], text = S.labels.slice(1, 1 + nHyper).map(function (name, i) {
-        return name + ' ' + S.values[i + 1][h[i]];
-      }).join(', ');
-      var line = 'epoch ' + epoch + ': training loss ' + st[1].toPrecision(3) +
-        ', test loss ' + st[2].toPrecision(3) + ', training accuracy ' +
-        (100 * st[3]).toFixed(1) + '%, test accuracy ' + (100 * st[4]).toFixed(1) + '%';
-      if (S.diverged[k] && epoch >= S.diverged[k]) {
-        line += ' (diverged at epoch ' + S.diverged[k] + ': its last finite weights)';
-      }
+      var tr = Array.prototype.slice.call(losses[m.k][0], 0, le.length);
+      var te = Array.prototype.slice.call(losses[m.k][1], 0, le.length);
       var g = geometry();
-      if (!(d in pointImages)) {
-        pointImages[d] = pointsImage(S.points[d], S.colors, S.extent, g.plane * px, px);
+      var pk = m.d + ':' + g.plane;
+      if (!(pk in pointImages)) {
+        pointImages[pk] = pointsImage(S.points[m.d], S.colors, S.extent, g.plane * px, px);
       }
-      var sources = [boundaryImage(z, color), pointImages[d],
+      var sources = [boundaryImage(z, color), pointImages[pk],
         lossImage(le, [tr, te], S.loss_styles, S.snapshots[S.snapshots.length - 1],
           S.loss_range, g.lossW, g.lossH, px)];
-      var bold = document.createElement('b');
-      bold.textContent = S.values[0][d] + ': ' + text;
-      readout.replaceChildren(bold, document.createElement('br'), line);
-      readout.style.left = g.left + 'px';
-      readout.style.top = (g.top - 34) + 'px';
-      gd.d2lShown = {dataset: d, config: h, epoch: epoch, z: z, loss_epochs: le,
-        losses: [tr, te], points: S.points[d], readout: readout.textContent};
+      gd.d2lShown = {dataset: m.d, config: m.h, epoch: epoch, z: z, loss_epochs: le,
+        losses: [tr, te], points: S.points[m.d], actives: a.slice()};
       var lay = {};
-      a.forEach(function (v, i) {
-        var want = i >= 1 && i <= nHyper ? h[i - 1] : v;
-        if (want !== v) { lay['sliders[' + i + '].active'] = want; }
-      });
       if (first) {  // once: the static figure's traces give way to the images
         first = false;
         var image = {sizing: 'stretch', xanchor: 'left', yanchor: 'top'};
@@ -307,38 +303,57 @@
       root.Plotly.relayout(gd, lay);
     }
 
-    gd.addEventListener('mousemove', function (ev) {
+    // The figure's traces and `lay`, then the view of `a` (or of a later change).
+    function newPlot(a, lay) {
+      first = true;
+      shown = '';
+      want = a;
+      var plotted = root.Plotly.newPlot(gd, S.traces.map(function (t) {
+        return Object.assign({}, t);
+      }), lay, S.figure.config);
+      return plotted.then(function () { show(want); });
+    }
+
+    function probeAt(ev) {
       var L = gd._fullLayout, xa = L.xaxis, ya = L.yaxis, r = gd.getBoundingClientRect();
-      var px = ev.clientX - r.left - xa._offset, py = ev.clientY - r.top - ya._offset;
-      if (!model || px < 0 || py < 0 || px > xa._length || py > ya._length) {
+      var x0 = ev.clientX - r.left - xa._offset, y0 = ev.clientY - r.top - ya._offset;
+      if (!model || x0 < 0 || y0 < 0 || x0 > xa._length || y0 > ya._length) {
         probe.style.display = 'none';
         return;
       }
-      var x = xa.p2l(px), y = ya.p2l(py);
+      var x = xa.p2l(x0), y = ya.p2l(y0);
       var p = boundary(weights, model.start, S.layers[model.c], S.activations[model.c],
         [x], [y])[0][0];
       probe.textContent = 'x1 ' + x.toFixed(2) + ', x2 ' + y.toFixed(2) +
         ': P(class 1) = ' + p.toFixed(3);
-      probe.style.left = (ev.clientX - r.left + 12) + 'px';
-      probe.style.top = (ev.clientY - r.top + 12) + 'px';
+      // Beside the point, on the side with room (a finger covers what is under it).
+      var left = ev.clientX - r.left + 12, top = ev.clientY - r.top + 12;
       probe.style.display = 'block';
-    });
+      if (left + probe.offsetWidth > r.width) { left = Math.max(0, left - probe.offsetWidth - 24); }
+      if (ev.pointerType === 'touch') { top = Math.max(0, top - 48); }
+      probe.style.left = left + 'px';
+      probe.style.top = top + 'px';
+    }
+    gd.addEventListener('mousemove', probeAt);
+    gd.addEventListener('pointerdown', probeAt);
     gd.addEventListener('mouseleave', function () { probe.style.display = 'none'; });
 
-    function actives() {
-      return gd.layout.sliders.map(function (s) { return s.active || 0; });
-    }
-
-    var last = actives();
-    gd.on('plotly_sliderchange', function (ev) {
-      if (ev && ev.interaction === false) { return; }
-      var a = actives(), moved = 0;
-      a.forEach(function (v, i) { if (v !== last[i]) { moved = i; } });
-      show(a, moved);
-      last = actives();
-    });
-    show(last, 0);
+    return {
+      resolve: resolve,
+      readout: readout,
+      draw: function (a, lay) { newPlot(a, lay); },
+      show: function (a) {
+        want = a;
+        if (!first) { show(a); }
+      },
+      arranged: function (lay, a) { newPlot(a, lay); },
+    };
   }
 
-  root.d2lPlayground = {version: VERSION, attach: attach, boundary: boundary, halves: halves};
+  root.d2lPlayground = {version: VERSION, boundary: boundary, halves: halves};
+  if (root.d2lFigures) {
+    root.d2lFigures.register('playground', playground);
+  } else {  // figure.js comes later: it registers what waits here
+    (root.d2lFigureKinds = root.d2lFigureKinds || {}).playground = playground;
+  }
 })(window);

@@ -1,7 +1,7 @@
-"""The playground's figure (:func:`playground_figure`): sliders for the data set, each
+"""The playground's figure (:func:`playground_figure`): controls for the data set, each
 hyperparameter and the epoch over the models :func:`~d2lcore.playground.train_stacked`
-trained, the decision boundary drawn in the browser by ``playground.js`` (this module
-serves it: :func:`playground_program`) from the stored weights; :func:`boundary_figure`
+trained, the decision boundary drawn in the browser by ``playground.js`` (the figure's
+kind, beside ``figure.js``) from the stored weights; :func:`boundary_figure`
 draws one model in Python, and :func:`live_playground` re-trains one configuration in a
 kernel and draws its boundary as it trains.
 """
@@ -9,28 +9,23 @@ kernel and draws its boundary as it trains.
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from d2lcore.data import Split
+from d2lcore.figure_page import PLOT_CONFIG, ColorBar, PageFigure, controls_for
+from d2lcore.figure_text import axis_label, default_fig_id, describe_config, format_value
 from d2lcore.grid import AxisValue
 from d2lcore.playground import STACK_ACTIVATIONS, around_default, predict_proba, train_stacked
 from d2lcore.playground_data import PlaygroundData
-from d2lcore.plotting import PLOT_CONFIG, script_json
-from d2lcore.sliders import _sliders, axis_label, default_fig_id, describe_config, format_value
 from d2lcore.train import History, RunResult
 from d2lcore.widgets import LiveControls
 
@@ -97,43 +92,6 @@ def _f16(values: np.ndarray) -> str:
     return base64.b64encode(half.tobytes()).decode("ascii")
 
 
-#: The page script, a static file beside this module (package data).
-PLAYGROUND_JS = Path(__file__).with_name("playground.js")
-
-
-@functools.cache
-def playground_program() -> str:
-    """The text of ``playground.js``: served once per book page, inlined elsewhere."""
-    text = PLAYGROUND_JS.read_text(encoding="utf-8")
-    if re.search(r"</script|<!--", text, re.IGNORECASE):
-        raise ValueError(f"{PLAYGROUND_JS} cannot be inlined in a <script> block")
-    return text
-
-
-@dataclass
-class PlaygroundFigure:
-    """The playground's plotly figure and what its page script needs (``spec``)."""
-
-    figure: go.Figure
-    fig_id: str
-    spec: dict[str, Any]
-
-    def script(self) -> str:
-        attach = f"window.d2lPlayground.attach('{{plot_id}}', {script_json(self.spec)});"
-        return f"{playground_program()}\n{attach}"
-
-    def to_html(self) -> str:
-        """The figure's ``div`` and scripts, without plotly.js (the page loads it)."""
-        return pio.to_html(self.figure, include_plotlyjs=False, include_mathjax=False,
-                           full_html=False, div_id=self.fig_id, post_script=self.script(),
-                           config=PLOT_CONFIG, default_width="100%", validate=False)  # fmt: skip
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle = PlotlyRenderer(config=PLOT_CONFIG).to_mimebundle(self.figure.to_dict())
-        bundle["text/html"] = self.to_html()
-        return bundle
-
-
 def playground_figure(
     runs: Mapping[str, Sequence[RunResult]],
     data: Mapping[str, PlaygroundData],
@@ -145,29 +103,31 @@ def playground_figure(
     title: str,
     resolution: int = 61,
     fig_id: str | None = None,
-) -> PlaygroundFigure:
-    """The playground: a slider for the data set, one per hyperparameter of ``axes`` and
+    caption: str | None = None,
+) -> PageFigure:
+    """The playground: a control for the data set, one per hyperparameter of ``axes`` and
     one for the epoch; the decision boundary of the selected model at the selected
     epoch, computed in the browser from its stored weights (float16), with the data
     set's points, beside its training and test loss up to that epoch.
 
     ``runs[name]`` holds the results of :func:`train_stacked` on data set ``name``, one
     per configuration of :func:`around_default` ``(default, axes, crossed)``, in that
-    order, each with the same ``snapshot_epochs`` and ``eval_every``. A slider moved to
+    order, each with the same ``snapshot_epochs`` and ``eval_every``. A control moved to
     a value that was trained only with the other axes at their default puts them there
     (crossed axes keep their values). Axis ranges, the colour scale and the loss scale
-    stay fixed while the sliders move.
+    stay fixed while the controls move. ``caption`` says what the figure shows (a
+    sentence about the plane and the loss by default).
 
     The figure's traces draw the first view (what a renderer without the page script
     shows); in the page, ``playground.js`` draws every view as three layout images (the
-    boundary, the points, the loss curves) and an HTML readout, which plotly redraws
-    without redrawing the figure, and labels the plane under the pointer with the
-    model's P(class 1) there.
+    boundary, the points, the loss curves), which plotly redraws without redrawing the
+    figure, and labels the plane under the pointer (or a tap) with the model's
+    P(class 1) there.
     """
     names = list(data)
     configs = around_default(default, axes, crossed)
     for name, values in {"dataset": names, **axes, "epoch": list(snapshot_epochs)}.items():
-        if len(values) < 2:  # plotly draws no slider with a single step
+        if len(values) < 2:  # a control with a single step changes nothing
             raise ValueError(f"axis {name!r} needs two values or more, got {list(values)}")
     hyper = list(axes)
     for name in names:
@@ -226,22 +186,18 @@ def playground_figure(
     loss_range = [math.log10(max(lo, 1e-3)) - 0.1, math.log10(hi) + 0.1]
     fig.update_yaxes(title_text="cross-entropy loss (log scale)", type="log",
                      range=loss_range, row=1, col=2)  # fmt: skip
-    plot_h, top, below, slider_h = 360, 158, 70, 82
+    plot_h, top, below = 360, 34, 96
     active = [0] + default_steps + [len(snaps) - 1]
-    bottom = below + len(slider_axes) * slider_h
     fig.update_layout(
-        title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
-        sliders=_sliders(slider_axes, texts, active, {"dataset": "data set"}, plot_h),
-        height=top + plot_h + bottom, margin={"t": top, "b": bottom, "l": 60, "r": 20},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / plot_h,
+        height=top + plot_h + below, margin={"t": top, "b": below, "l": 60, "r": 20},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container",
                 "yanchor": "bottom"},
         template="plotly_white", uirevision="playground",
     )  # fmt: skip
     fig_id = fig_id or default_fig_id(title, slider_axes)
     labels = [axis_label(n, {"dataset": "data set"}) for n in slider_axes]
     spec = {
-        "id": fig_id, "labels": labels, "values": [texts[n] for n in slider_axes],
-        "steps": steps, "default": default_steps,
+        "labels": labels, "steps": steps, "default": default_steps,
         "crossed": [[hyper.index(a), hyper.index(b)] for a, b in crossed],
         "layers": layers, "activations": [STACK_ACTIVATIONS.index(c["activation"])
                                           for c in configs],
@@ -253,7 +209,42 @@ def playground_figure(
         "loss_styles": list(LOSS_STYLES), "loss_range": loss_range,
         "static_traces": list(range(len(fig.data))),
     }  # fmt: skip
-    return PlaygroundFigure(figure=fig, fig_id=fig_id, spec=spec)
+    if caption is None:
+        caption = ("Left: the plane coloured by the model's probability of class 1 "
+                   "(orange near 0, blue near 1), with the training points (dots) and test "
+                   "points (open diamonds); right: the training and test loss up to the "
+                   f"chosen epoch. {sum(len(r) for r in runs.values())} models were trained "
+                   "beforehand; moving the pointer over the plane, or tapping it, shows "
+                   "the probability there.")  # fmt: skip
+    return PageFigure(
+        figure=fig, fig_id=fig_id, kind="playground", title=title, caption=caption,
+        controls=controls_for(texts, active, labels),
+        readout=_readout(texts["dataset"][0], [f"{labels[i + 1]} {texts[n][default_steps[i]]}"
+                                               for i, n in enumerate(hyper)],
+                         stats[steps.index(default_steps)][-1]),
+        spec=spec,
+        colorbar=ColorBar("P(class 1)", BOUNDARY_COLORSCALE, ("0", "0.5", "1")),
+    )  # fmt: skip
+
+
+def _readout(dataset: str, settings: list[str], stats: list[float]) -> str:
+    """The readout of one model at one epoch (``stats``: epoch, training and test loss,
+    training and test accuracy), as ``playground.js`` writes it after every change."""
+    epoch, train_loss, test_loss, train_acc, test_acc = stats
+    line = (f"epoch {int(epoch)}: training loss {to_precision(train_loss)}, test loss "
+            f"{to_precision(test_loss)}, "
+            f"training accuracy {100 * train_acc:.1f}%, test accuracy {100 * test_acc:.1f}%")
+    return f"<b>{html.escape(dataset + ': ' + ', '.join(settings))}</b><br>{html.escape(line)}"
+
+
+def to_precision(x: float, digits: int = 3) -> str:
+    """``x`` as JavaScript's ``x.toPrecision(digits)`` writes it (what the page script
+    writes): fixed notation for exponents from -6 to ``digits - 1``, else "1.23e+5"."""
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    e = int(exponent)
+    if -6 <= e < digits:
+        return f"{x:.{digits - 1 - e}f}"
+    return f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
 
 
 def _xy(split: Split) -> list[list[float]]:

@@ -2,10 +2,10 @@
 
 Why a renderer of our own: plotly 6+ run under nbclient emits only its own mime type,
 which the book's builder (myst-nb) drops, so figures would vanish silently from the
-built HTML. :func:`use_book_renderer` makes every figure carry ``text/html`` (a ``div``
-and a ``Plotly.newPlot`` call, without plotly.js inlined) beside the plotly mime type,
-which JupyterLab renders. The book loads ``plotly.min.js`` once per page, from a
-local file.
+built HTML. :func:`use_book_renderer` makes every figure carry ``text/html`` (a figure
+that draws itself with ``figure.js``, without plotly.js inlined:
+:func:`~d2lcore.figure_page.plain_figure_html`) beside the plotly mime type, which
+JupyterLab renders. The book loads ``plotly.min.js`` once per page, from a local file.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import torch
 from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
+from d2lcore.figure_page import PLOT_CONFIG, plain_figure_html
 from d2lcore.train import History
 
 BOOK_RENDERER = "d2lbook"
-#: Plotly configuration of every figure: no logo, no round trip to plotly's servers.
-PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 class BookRenderer(PlotlyRenderer):
@@ -34,15 +33,9 @@ class BookRenderer(PlotlyRenderer):
 
     def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:
         bundle = super().to_mimebundle(fig_dict)
-        bundle["text/html"] = pio.to_html(
-            fig_dict,
-            include_plotlyjs=False,  # loaded once per page by the book
-            include_mathjax=False,
-            full_html=False,
-            config=PLOT_CONFIG,
-            default_width="100%",
-            validate=False,
-        )
+        # Without plotly.js (the book loads it once per page): the figure draws itself
+        # when it comes near the viewport, its title as HTML that wraps on a phone.
+        bundle["text/html"] = plain_figure_html(fig_dict)
         return bundle
 
 
@@ -247,21 +240,7 @@ def figure_json(fig: go.Figure) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------
-# JSON inside a <script> block, and axis ranges that hold still
-
-# In a <script> block, "</script>" ends the block whatever JavaScript thinks of it, "<!--"
-# changes how it is parsed, and U+2028/U+2029 end a line inside older engines' strings.
-# Inside JSON strings (the only place these characters can occur) an escape reads the same.
-_SCRIPT_ESCAPES = str.maketrans({
-    "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029",
-})  # fmt: skip
-
-
-def script_json(value: Any) -> str:
-    """``value`` as compact JSON that is safe to embed in an HTML ``<script>`` block."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.translate(_SCRIPT_ESCAPES)
-
+# Axis ranges that hold still
 
 # Traces drawn as cells (each value fills a cell centred on its coordinate) and the
 # colour-scaled grids whose ``zmin``/``zmax`` fix_ranges shares. Both fill their extent

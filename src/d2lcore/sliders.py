@@ -1,104 +1,46 @@
-"""A static figure with one slider per grid axis, for the built book (no kernel).
+"""Slider figures: a grid's precomputed runs (or any precomputed trace sets) in one
+figure with a control per grid axis, for the built book (no kernel).
 
 Every configuration of a grid gets its own set of traces (any plotly trace type, in
-one or several panels) in one plotly figure; only the selected configuration's set is
-visible. Plotly's own slider steps cannot combine several sliders, so the steps do
-nothing (``method: "skip"``) and the page script ``sliders.js`` (beside this module),
-called after ``Plotly.newPlot`` as ``d2lSliders.attach(id, spec)``, listens to
-``plotly_sliderchange``, finds the configuration from every slider's position and
-shows it. The selection is mirrored into the page's URL hash
-(``#<fig_id>:lr=0.1,dropout=0.5``) so a link reopens the same configuration.
-
-Neither plotly.js nor ``sliders.js`` needs to be in the book's HTML: the book loads
-both once per page from local files (``_ext/offline_assets.py``). A figure's HTML also
-carries ``sliders.js`` inline, run only where the page has not loaded it (a notebook
-shown outside the book); the book removes that copy.
+one or several panels); the page shows the selected configuration's set. The figure is a
+:class:`~d2lcore.figure_page.PageFigure` of kind "sliders": HTML controls (one range input
+per axis), a readout per configuration and the page script ``figure.js``, which switches
+the traces, mirrors the selection into the page's URL hash
+(``#<fig_id>:lr=0.1,dropout=0.5``) so a link reopens the same configuration, and stacks
+the panels on a phone.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.basedatatypes import BaseTraceType
-from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
+from d2lcore.figure_page import PageFigure, Panels, controls_for, subset_html
+from d2lcore.figure_text import (
+    axis_label,
+    default_fig_id,
+    describe_config,
+    diverged_text,
+    grid_in_words,
+    readout,
+    value_texts,
+)
 from d2lcore.grid import AxisValue, Grid, GridResults, grid_configs
-from d2lcore.plotting import PLOT_CONFIG, fix_ranges, script_json
-from d2lcore.train import History, RunResult
-
-#: What a slider changes, for the axis names the book uses; others read "weight decay"
-#: for ``weight_decay``.
-AXIS_LABELS = {
-    "lr": "learning rate",
-    "dropout": "dropout rate",
-    "init": "initialization",
-    "weight_decay": "weight decay",
-    "batch_size": "batch size",
-    "num_epochs": "epochs",
-    "num_hiddens": "hidden units",
-}
+from d2lcore.plotting import fix_ranges
 
 TRAIN_COLOR, VAL_COLOR, ACC_COLOR = "#1f77b4", "#1f77b4", "#d62728"
 DIVERGED_COLOR = "#c0392b"
 
-# Layout in pixels: the plot area, and the room below it for the x-axis title and
-# for each slider (its current value above the rail, step labels below).
-_TOP, _PLOT_H, _BELOW_PLOT, _SLIDER_H = 158, 300, 70, 82
-
-
-def axis_label(name: str, labels: Mapping[str, str] | None = None) -> str:
-    """What the axis ``name`` changes, in words ("learning rate" for ``lr``)."""
-    if labels and name in labels:
-        return labels[name]
-    return AXIS_LABELS.get(name, name.replace("_", " "))
-
-
-def format_value(value: AxisValue) -> str:
-    """A short, URL-safe-ish text for an axis value: ``0.1``, ``1e-05``, ``xavier_normal``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _value_texts(name: str, values: list[AxisValue]) -> list[str]:
-    texts = [format_value(v) for v in values]
-    if len(set(texts)) < len(texts):  # values closer than 6 digits: fall back to repr
-        texts = [repr(v) if isinstance(v, float) else format_value(v) for v in values]
-    if len(set(texts)) < len(texts):
-        raise ValueError(f"axis {name!r} has repeated values: {values}")
-    return texts
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def default_fig_id(title: str, axes: Mapping[str, Any]) -> str:
-    """A stable id from the title and axis names: a readable slug, then a short digest of
-    the full title and the names, so titles that differ only beyond the slug's 40
-    characters or in non-ASCII letters ("Loss (α)", "Loss (β)") get different ids.
-    The same inputs give the same id in every build; axis values are left out, so a
-    link still fits when a build profile trains other values."""
-    names = [str(n) for n in axes]
-    digest = hashlib.sha256("\x1f".join([title, *names]).encode()).hexdigest()[:8]
-    slug = "-".join(filter(None, [_slug(title)[:40], *(_slug(n)[:20] for n in names)]))
-    if not slug or not slug[0].isalpha():
-        slug = "fig-" + slug  # an id starts with a letter
-    return f"{slug.rstrip('-')}-{digest}"
+# Layout in pixels: the plot area, the room above it for the panels' titles, and below
+# it for the x-axis title and the legend.
+_PLOT_H, _TITLES, _BELOW_PLOT = 300, 34, 96
 
 
 def _round(xs: list[float], digits: int = 5) -> list[float]:
@@ -106,127 +48,28 @@ def _round(xs: list[float], digits: int = 5) -> list[float]:
     return [float(f"{x:.{digits}g}") for x in xs]
 
 
-def _fmt_loss(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.4g}"
-
-
-def _fmt_acc(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def describe_config(
-    config: Mapping[str, AxisValue], labels: Mapping[str, str] | None = None
-) -> str:
-    """A configuration in words: "learning rate 0.1, dropout rate 0.5". The one place
-    that says it, for the slider readouts and the live controls alike."""
-    return ", ".join(f"{axis_label(k, labels)} {format_value(v)}" for k, v in config.items())
-
-
-def readout(run: RunResult, labels: Mapping[str, str] | None = None) -> str:
-    """The text above the panels for one configuration: its final numbers, or where it
-    diverged. Up to three lines of plotly's HTML subset."""
-    config = html.escape(describe_config(run.config, labels), quote=False)
-    h = run.history
-    if h.diverged:
-        line = (f"diverged at epoch {h.diverged_epoch} (the loss stopped being a finite "
-                f"number); {h.num_epochs} epochs recorded before")  # fmt: skip
-    else:
-        line = f"after {h.num_epochs} epochs: train loss {_fmt_loss(h.final()['train_loss'])}"
-        if h.val_loss:
-            line += f", validation loss {_fmt_loss(h.val_loss[-1])}"
-        # Accuracies on a line of their own, so the readout fits a phone's width.
-        accuracies = [f"validation accuracy {_fmt_acc(h.val_acc[-1])}"] if h.val_acc else []
-        if run.test_acc is not None:
-            accuracies.append(f"test accuracy {_fmt_acc(run.test_acc)}")
-        if accuracies:
-            line += "<br>" + ", ".join(accuracies)
-    return f"<b>{config}</b><br>{line}"
-
-
-def _diverged_text(h: History) -> str:
-    return f"diverged at epoch {h.diverged_epoch}" if h.diverged else ""
-
-
-#: The page script, a static file beside this module (package data).
-SLIDERS_JS = Path(__file__).with_name("sliders.js")
-
-
-@functools.cache
-def sliders_program() -> str:
-    """The text of ``sliders.js``: what the book serves once per page, and what a figure
-    carries inline for pages that do not load it."""
-    text = SLIDERS_JS.read_text(encoding="utf-8")
-    if re.search(r"</script|<!--", text, re.IGNORECASE):
-        raise ValueError(f"{SLIDERS_JS} cannot be inlined in a <script> block")
-    return text
-
-
 @dataclass(frozen=True)
 class SliderSpec:
-    """What the page script needs to switch one figure's configurations (its JSON is
-    the second argument of ``d2lSliders.attach``).
+    """What the page script's "sliders" kind needs to switch one figure's
+    configurations (``figure.js``).
 
     Trace ``t`` belongs to configuration ``t // per_config``; the configuration at
-    slider positions ``a`` is ``sum(a[i] * strides[i])``, with the strides of
+    control steps ``a`` is ``sum(a[i] * strides[i])``, with the strides of
     :class:`~d2lcore.grid.Grid` (the script never computes the order on its own).
     """
 
     id: str  #: the div id and the URL-hash key
-    names: list[str]  #: axis names, one slider each
+    names: list[str]  #: axis names, one control each
     values: list[list[str]]  #: each axis' step labels (as in the URL hash)
     strides: list[int]  #: from :attr:`Grid.strides`
     per_config: int  #: traces per configuration
     readouts: list[str]  #: the readout text of each configuration
     diverged: list[str]  #: "diverged at epoch n" or "" per configuration
-    readout_annotation: int  #: the index of the readout in ``layout.annotations``
     diverged_annotations: list[int]  #: the panels' "diverged" marks
 
-    def to_json(self) -> str:
-        """The spec as JSON that is safe inside a ``<script>`` block."""
-        return script_json(dataclasses.asdict(self))
 
-
-@dataclass
-class SliderFigure:
-    """A grid's figure with its sliders; shows itself in Jupyter and in the book.
-
-    ``figure`` is the plotly figure (the default configuration visible); ``spec`` is
-    what the page script needs.
-    """
-
-    figure: go.Figure
-    fig_id: str
-    spec: SliderSpec
-
-    def script(self) -> str:
-        """The JavaScript run after ``Plotly.newPlot``; ``{plot_id}`` is the div's id.
-
-        ``sliders.js`` first (it does nothing where the page has loaded it already),
-        then one call that attaches the sliders to this figure.
-        """
-        attach = f"window.d2lSliders.attach('{{plot_id}}', {self.spec.to_json()});"
-        return f"{sliders_program()}\n{attach}"
-
-    def to_html(self) -> str:
-        """The figure's ``div`` and scripts, without plotly.js (the page loads it)."""
-        return pio.to_html(
-            self.figure,
-            include_plotlyjs=False,
-            include_mathjax=False,
-            full_html=False,
-            div_id=self.fig_id,
-            post_script=self.script(),
-            config=PLOT_CONFIG,
-            default_width="100%",
-            validate=False,
-        )
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        # JupyterLab renders the plotly mime type (the default configuration; the live
-        # controls are the interactive part there); the built book keeps text/html.
-        bundle = PlotlyRenderer(config=PLOT_CONFIG).to_mimebundle(self.figure.to_dict())
-        bundle["text/html"] = self.to_html()
-        return bundle
+#: What :func:`slider_figure` and :func:`trace_slider_figure` return.
+SliderFigure: TypeAlias = PageFigure
 
 
 def slider_figure(
@@ -238,8 +81,9 @@ def slider_figure(
     fig_id: str | None = None,
     log_y: bool = False,
     fixed_ranges: bool = False,
+    caption: str | None = None,
 ) -> SliderFigure:
-    """One figure with a trace set per configuration of ``results`` and a slider per axis.
+    """One figure with a trace set per configuration of ``results`` and a control per axis.
 
     Args:
         results: the grid; its runs are in ``itertools.product`` order of its axes.
@@ -252,9 +96,11 @@ def slider_figure(
         log_y: draw the loss on a log scale (regression losses span many decades).
         fixed_ranges: keep the y axes (loss, accuracy) still while the sliders move,
             covering every configuration, so runs compare at a glance.
+        caption: what the figure shows, in a sentence or two (read before the plot,
+            also by a screen reader); a sentence naming the panels and axes by default.
     """
     axes = {name: list(values) for name, values in results.axes.items()}
-    texts = {name: _value_texts(name, values) for name, values in axes.items()}
+    texts = {name: value_texts(name, values) for name, values in axes.items()}
     active = _active_steps(axes, default)
     shown = _config_index(axes, active)
 
@@ -290,14 +136,10 @@ def slider_figure(
             )  # fmt: skip
     per_config = 1 + has_val + has_acc
 
-    # Annotations after the subplot titles: the readout, then a "diverged" mark per panel.
+    # Annotations after the subplot titles: a "diverged" mark per panel.
     readouts = [readout(r, axis_labels) for r in runs]
-    diverged = [_diverged_text(r.history) for r in runs]
+    diverged = [diverged_text(r.history) for r in runs]
     first = len(fig.layout.annotations)
-    fig.add_annotation(
-        name="readout", text=readouts[shown], xref="paper", yref="paper", x=0, y=1, yshift=34,
-        xanchor="left", yanchor="bottom", align="left", showarrow=False, font={"size": 13},
-    )  # fmt: skip
     for col in range(1, cols + 1):
         suffix = "" if col == 1 else str(col)
         fig.add_annotation(
@@ -306,6 +148,11 @@ def slider_figure(
             font={"size": 20, "color": DIVERGED_COLOR}, bgcolor="rgba(255,255,255,0.85)",
             bordercolor=DIVERGED_COLOR, borderwidth=2, borderpad=6,
         )  # fmt: skip
+    if caption is None:
+        curves = "training and validation loss" if has_val else "training loss"
+        accuracy = " (left) and the validation accuracy (right)" if has_acc else ""
+        runs_in_words = grid_in_words(axes, axis_labels, "runs", "trained")
+        caption = f"The {curves} per epoch{accuracy} of {runs_in_words}."
 
     max_epochs = max((r.history.num_epochs for r in runs), default=1)
     fig.update_xaxes(title_text="epoch", range=[0.8, max(max_epochs, 2) + 0.2])
@@ -315,11 +162,10 @@ def slider_figure(
         fig.update_yaxes(title_text="accuracy", row=1, col=2)
 
     return _finish_figure(
-        fig, title=title, axes=axes, texts=texts, active=active, axis_labels=axis_labels,
-        fig_id=fig_id, per_config=per_config, readouts=readouts, diverged=diverged,
-        readout_annotation=first,
-        diverged_annotations=list(range(first + 1, first + 1 + cols)),
-        fixed_ranges=fixed_ranges,
+        fig, title=title, caption=caption, axes=axes, texts=texts, active=active,
+        axis_labels=axis_labels, fig_id=fig_id, per_config=per_config, readouts=readouts,
+        diverged=diverged, diverged_annotations=list(range(first, first + cols)),
+        fixed_ranges=fixed_ranges, plot_h=_PLOT_H,
     )  # fmt: skip
 
 
@@ -327,6 +173,7 @@ def _finish_figure(
     fig: go.Figure,
     *,
     title: str,
+    caption: str,
     axes: Mapping[str, list[AxisValue]],
     texts: Mapping[str, list[str]],
     active: list[int],
@@ -335,28 +182,26 @@ def _finish_figure(
     per_config: int,
     readouts: list[str],
     diverged: list[str],
-    readout_annotation: int,
     diverged_annotations: list[int],
     fixed_ranges: bool,
-    plot_h: int = _PLOT_H,
+    plot_h: int,
 ) -> SliderFigure:
-    """Lay out a figure whose traces and annotations are in place (title, sliders stacked
-    below the plot, legend, margins), check or derive its id and build the page
-    script's spec: the part :func:`slider_figure` and :func:`trace_slider_figure` share.
+    """Lay out a figure whose traces and annotations are in place (legend below the plot,
+    margins), check or derive its id and build the page script's spec: the part
+    :func:`slider_figure` and :func:`trace_slider_figure` share.
 
     ``readouts`` and ``diverged`` hold a text per configuration; the annotation indices
     say which of ``fig``'s annotations the page script rewrites; ``plot_h`` is the plot
     area's height in pixels (all rows of panels).
     """
     names = list(axes)
-    bottom = _BELOW_PLOT + len(names) * _SLIDER_H
+    panels = Panels.of(fig.layout.to_plotly_json(), plot_h)
+    top = _TITLES if panels and any(cell[2] >= 0 for cell in panels.cells) else 12
     fig.update_layout(
-        title={"text": title, "x": 0, "xanchor": "left", "y": 0.99, "yanchor": "top"},
-        sliders=_sliders(axes, texts, active, axis_labels, plot_h),
-        height=_TOP + plot_h + bottom,
-        margin={"t": _TOP, "b": bottom, "l": 60, "r": 20},
-        # A row of its own between the title and the readout.
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1 + 94 / plot_h,
+        height=top + plot_h + _BELOW_PLOT,
+        margin={"t": top, "b": _BELOW_PLOT, "l": 60, "r": 20},
+        # Below the plot, under the x axes' titles, where it wraps on a narrow screen.
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container",
                 "yanchor": "bottom"},
         showlegend=True,  # also when a configuration has a single trace
         template="plotly_white",
@@ -369,10 +214,13 @@ def _finish_figure(
     spec = SliderSpec(
         id=fig_id, names=names, values=[texts[n] for n in names],
         strides=Grid(axes).strides, per_config=per_config, readouts=readouts,
-        diverged=diverged, readout_annotation=readout_annotation,
-        diverged_annotations=diverged_annotations,
+        diverged=diverged, diverged_annotations=diverged_annotations,
     )  # fmt: skip
-    return SliderFigure(figure=fig, fig_id=fig_id, spec=spec)
+    controls = controls_for(texts, active, [axis_label(n, axis_labels) for n in names])
+    return PageFigure(
+        figure=fig, fig_id=fig_id, kind="sliders", title=title, caption=caption,
+        controls=controls, readout=readouts[_config_index(axes, active)], spec=spec,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------
@@ -414,6 +262,7 @@ def trace_slider_figure(
     panel_titles: Sequence[str] | None = None,
     fixed_ranges: bool = False,
     plot_height: int | None = None,
+    caption: str | None = None,
 ) -> SliderFigure:
     """One figure with a slider per axis that switches between precomputed trace sets:
     :func:`slider_figure` for results that are not training histories (a decision
@@ -447,6 +296,8 @@ def trace_slider_figure(
             configuration, so moving a slider does not rescale the plot.
         plot_height: the plot area's height in pixels, all rows of panels together
             (default 300 a row); lower it for rows of small square panels (images).
+        caption: what the figure shows, in a sentence or two (read before the plot,
+            also by a screen reader); the title and the grid in words by default.
     """
     grid_axes = {name: list(values) for name, values in axes.items()}
     configs = grid_configs(grid_axes)
@@ -465,7 +316,7 @@ def trace_slider_figure(
             raise ValueError(f"panel ({row}, {col}) is outside the {rows} x {cols} panels")
     if plot_height is not None and plot_height < 100:
         raise ValueError(f"plot_height={plot_height}: the plot needs at least 100 pixels")
-    texts = {name: _value_texts(name, values) for name, values in grid_axes.items()}
+    texts = {name: value_texts(name, values) for name, values in grid_axes.items()}
     active = _active_steps(grid_axes, default)
     shown = _config_index(grid_axes, active)
 
@@ -486,13 +337,10 @@ def trace_slider_figure(
     lines = []
     for k, config in enumerate(configs):
         what = html.escape(describe_config(config, axis_labels), quote=False)
-        extra = readouts[k] if readouts is not None else ""
+        extra = subset_html(readouts[k]) if readouts is not None else ""
         lines.append(f"<b>{what}</b>" + (f"<br>{extra}" if extra else ""))
-    first = len(fig.layout.annotations)  # after the panels' titles
-    fig.add_annotation(
-        name="readout", text=lines[shown], xref="paper", yref="paper", x=0, y=1, yshift=34,
-        xanchor="left", yanchor="bottom", align="left", showarrow=False, font={"size": 13},
-    )  # fmt: skip
+    if caption is None:
+        caption = f"{title}: {grid_in_words(grid_axes, axis_labels, 'cases', 'computed')}."
     cells = [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]
     x_titles = _per_panel(xaxis_title, len(cells), "x-axis titles")
     y_titles = _per_panel(yaxis_title, len(cells), "y-axis titles")
@@ -502,10 +350,10 @@ def trace_slider_figure(
         fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear",
                          exponentformat="power", **where)  # fmt: skip
     return _finish_figure(
-        fig, title=title, axes=grid_axes, texts=texts, active=active,
+        fig, title=title, caption=caption, axes=grid_axes, texts=texts, active=active,
         axis_labels=axis_labels, fig_id=fig_id, per_config=per_config, readouts=lines,
-        diverged=[""] * len(configs), readout_annotation=first, diverged_annotations=[],
-        fixed_ranges=fixed_ranges, plot_h=plot_height or _PLOT_H * rows,
+        diverged=[""] * len(configs), diverged_annotations=[], fixed_ranges=fixed_ranges,
+        plot_h=plot_height or _PLOT_H * rows,
     )  # fmt: skip
 
 
@@ -530,27 +378,3 @@ def _config_index(axes: Mapping[str, list[AxisValue]], active: list[int]) -> int
     """The configuration's position in :class:`~d2lcore.grid.Grid` order for the slider
     steps ``active``."""
     return Grid(axes).index_of_steps(active)
-
-
-def _sliders(
-    axes: Mapping[str, list[AxisValue]],
-    texts: Mapping[str, list[str]],
-    active: list[int],
-    axis_labels: Mapping[str, str] | None,
-    plot_h: int = _PLOT_H,
-) -> list[dict[str, Any]]:
-    """plotly slider specs, one per axis, stacked below the plot (as :func:`slider_figure`
-    lays them out); the page script does the switching (``method: skip``)."""
-    sliders = []
-    for i, name in enumerate(axes):
-        sliders.append({
-            "active": active[i],
-            "currentvalue": {"prefix": f"{axis_label(name, axis_labels)}: ",
-                             "font": {"size": 13}},
-            "steps": [{"label": t, "value": t, "method": "skip"} for t in texts[name]],
-            "x": 0.02, "len": 0.96, "xanchor": "left",  # room for the end labels
-            "y": -(_BELOW_PLOT + i * _SLIDER_H) / plot_h, "yanchor": "top",
-            "pad": {"t": 0, "b": 0},
-            "name": name,
-        })  # fmt: skip
-    return sliders

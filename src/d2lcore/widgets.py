@@ -18,9 +18,10 @@ from typing import Any, TypeGuard
 import ipywidgets as widgets
 from traitlets import Unicode, observe
 
+from d2lcore.figure_page import PLOT_CONFIG
+from d2lcore.figure_text import axis_label, describe_config, format_value
 from d2lcore.grid import AxisValue
-from d2lcore.plotting import PLOT_CONFIG, BookRenderer, plot_history
-from d2lcore.sliders import axis_label, describe_config, format_value
+from d2lcore.plotting import BookRenderer, plot_history
 from d2lcore.train import EpochHook, History, RunResult
 
 TrainFn = Callable[[dict[str, AxisValue], EpochHook], RunResult]
