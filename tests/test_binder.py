@@ -756,7 +756,7 @@ def test_live_code_runs_the_page_and_trains_from_its_controls(browser, site: str
                           .some((div) => div.layout !== undefined)""",
         arg=panel.element_handle(), timeout=60_000)  # fmt: skip
     assert figure.count() == 1, "no figure of the run, or more than one"
-    title = figure.evaluate("(div) => div.layout.title.text")
+    title = panel.locator("figure.d2l-figure .d2l-figure-title").inner_text()
     page.close()
     assert "learning rate 0.1," in title, title
     blocked = [p.removeprefix("network request blocked: ") for p in problems

@@ -21,13 +21,15 @@ def test_page_loads_offline_and_renders(browser, site: str, built_book: Path, pa
     html = (built_book / f"{page_name}.html").read_text()
     n_figures = html.count('class="plotly-graph-div')
     if n_figures:
+        # Every plot div drawn by plotly (each has its main SVG), every figure marked.
         page.wait_for_function(
-            f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_figures}",
-            timeout=20_000,
-        )
-        drawn = page.evaluate("() => Array.from(document.querySelectorAll('figure.d2l-figure'))"
-                              ".every(f => f.hasAttribute('data-d2l-drawn'))")  # fmt: skip
-        assert drawn, "a figure was not drawn"
+            """(n) => { const divs = document.querySelectorAll('.plotly-graph-div');
+                 return divs.length === n
+                   && Array.from(divs).every(d => d.querySelector('svg.main-svg'))
+                   && Array.from(document.querySelectorAll('figure.d2l-figure'))
+                        .every(f => f.hasAttribute('data-d2l-drawn')); }""",
+            arg=n_figures, timeout=60_000,
+        )  # fmt: skip
     if "math notranslate" in html:
         page.wait_for_selector("mjx-container", timeout=20_000)
     page.wait_for_timeout(300)  # late console errors
