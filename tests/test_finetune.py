@@ -367,3 +367,26 @@ def test_unsafe_checkpoint_message_is_plain_and_says_what_to_do(tmp_path: Path) 
     assert "\x1b[" not in text and "refused" in text and "state_dict" in text
     assert "It names getattr, which weights-only loading does not allow" in text
     assert ran == []
+
+
+def test_restore_best_keeps_the_epoch_with_the_best_validation_accuracy() -> None:
+    from d2lcore.finetune import FineTuneConfig, book_cnn, fine_tune
+    from d2lcore.metrics import evaluate
+
+    train, val = _tiny_split(24, 3, 0), _tiny_split(24, 3, 1)
+    config = FineTuneConfig(lr=3e-2, body_lr_mult=1.0, num_epochs=6, batch_size=4,
+                            steps_per_epoch=3)  # fmt: skip
+    def model() -> nn.Module:
+        return replace_head(book_cnn(4, seed=0), 3, generator=torch.Generator().manual_seed(0))
+
+    result = fine_tune(model(), config, train, val, val, device="cpu", restore_best=True)
+    accs = result.history.val_acc
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))  # the earliest of equals
+    assert result.metrics == {"best_epoch": best + 1, "best_val_acc": accs[best]}
+    # the model handed back is the one of that epoch: its validation accuracy is the best
+    loader = [(val[0], val[1])]
+    assert evaluate(result.model, loader, nn.CrossEntropyLoss()).accuracy == accs[best]
+    assert result.test_acc == accs[best]  # the "test" split here is the validation one
+    # without it, the last epoch's weights and no extra metrics
+    plain = fine_tune(model(), config, train, val, val, device="cpu")
+    assert plain.metrics == {} and plain.history.val_acc == accs

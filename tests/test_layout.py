@@ -13,13 +13,13 @@ PACKAGE = Path(d2lcore.__file__).parent
 #: The floors, lowest first (the README's layout table and the package docstring say
 #: the same). A new module must be placed here.
 FLOORS: dict[str, tuple[str, ...]] = {
-    "foundation": ("device", "profile", "datafiles", "data", "models", "conv", "init",
+    "foundation": ("device", "profile", "datafiles", "data", "pipeline", "models", "conv", "init",
                    "metrics", "train"),
     "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
              "sweep"),
     "figures": ("figure_page", "figure_text", "plotting", "sliders", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
-               "sequence_tasks", "transformer", "heads", "checkpoint", "finetune",
+               "sequence_tasks", "transformer", "heads", "checkpoint", "probe", "finetune",
                "playground_data", "playground", "playground_figure"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}

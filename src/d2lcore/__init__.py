@@ -6,7 +6,8 @@ below (``tests/test_layout.py`` checks it):
 - **foundation**: ``device`` (the device, seeds), ``profile`` (``D2L_PROFILE``: how much
   the pages train), ``datafiles`` (Fashion-MNIST's files: lookup, checksums, IDX, download,
   the ``--check`` command), ``data`` (``Splits`` of tensors with ``.loader()``,
-  Fashion-MNIST and synthetic data in memory), ``models`` and ``conv`` (plain
+  Fashion-MNIST and synthetic data in memory), ``pipeline`` (Fashion-MNIST laid out for
+  torchvision, a loader's epoch timed), ``models`` and ``conv`` (plain
   ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one training loop: ``fit`` for a
   model, ``fit_stack`` for a stack of models; ``History``, ``RunResult``: what every
   trainer returns).
@@ -26,7 +27,8 @@ below (``tests/test_layout.py`` checks it):
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
   descent on it), ``optim`` (``torch.optim``'s SGD, momentum, RMSProp and Adam on a 2-D
   quadratic, many runs at once), ``diagnostics``, ``attention``, ``sequence_tasks`` and
-  ``transformer`` (its models and trainers), ``heads``, ``checkpoint`` and ``finetune``,
+  ``transformer`` (its models and trainers), ``heads``, ``checkpoint``, ``probe``
+  (logistic regression trained to convergence, features per layer) and ``finetune``,
   the MLP playground (``playground_data``: its 2-D data sets;
   ``playground``: configurations, stacked training, weight encoding;
   ``playground_figure`` + ``playground.js``: the figure and live controls): what one

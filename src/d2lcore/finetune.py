@@ -236,12 +236,18 @@ def fine_tune(
     augment: Transform | None = None,
     device: torch.device | str | None = None,
     on_epoch_end: EpochHook | None = None,
+    restore_best: bool = False,
 ) -> RunResult:
     """Train ``model`` (its head already replaced) on the target with Adam over
     :func:`param_groups`; a ``body_lr_mult`` of 0 freezes the body, its batch-norm
     statistics included (:func:`frozen_norm`). ``test_acc`` is the
     accuracy on ``test`` at the end; ``on_epoch_end`` is passed to
     :func:`~d2lcore.train.fit` (live controls show progress with it).
+
+    ``restore_best`` is early stopping chosen on validation: the weights of the epoch
+    with the best validation accuracy (the earliest of equals) are restored before the
+    test, and ``metrics`` records ``best_epoch`` (1-based) and ``best_val_acc``. The
+    history still holds every epoch.
 
     ``config.seed`` fixes the minibatch order and whatever draws from torch's global
     generator during training (``augment``'s random transforms, dropout), inside
@@ -257,12 +263,36 @@ def fine_tune(
         loader = StepLoader(loader, config.steps_per_epoch)
     batches = loader if augment is None else AugmentedLoader(loader, augment)
     loss_fn = nn.CrossEntropyLoss()
+    best = BestOnVal(model, on_epoch_end)
+    hook = best if restore_best else on_epoch_end
     with seeded(config.seed), frozen_norm(model) if probe else nullcontext():
         history = fit(model, batches, loss_fn=loss_fn, optimizer=optimizer,
                       num_epochs=config.num_epochs, val_batches=data.loader("val", device=device),
-                      device=device, on_epoch_end=on_epoch_end)  # fmt: skip
+                      device=device, on_epoch_end=hook)  # fmt: skip
+    metrics: dict[str, float] = {}
+    if restore_best and best.state is not None:
+        model.load_state_dict(best.state)
+        metrics = {"best_epoch": float(best.epoch), "best_val_acc": best.val_acc}
     test_acc = None
     if test is not None and not history.diverged:
         test_acc = evaluate(model, data.loader("test", device=device), loss_fn,
                             device=device).accuracy  # fmt: skip
-    return RunResult(config=asdict(config), history=history, test_acc=test_acc, model=model)
+    return RunResult(config=asdict(config), history=history, test_acc=test_acc,
+                     metrics=metrics, model=model)  # fmt: skip
+
+
+class BestOnVal:
+    """An epoch hook that keeps a copy of ``model``'s weights whenever its validation
+    accuracy is the best so far (then calls ``then``, if given)."""
+
+    def __init__(self, model: nn.Module, then: EpochHook | None = None) -> None:
+        self.model, self.then = model, then
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch, self.val_acc = 0, float("-inf")
+
+    def __call__(self, epoch: int, history: History) -> None:
+        if history.val_acc and history.val_acc[-1] > self.val_acc:
+            self.val_acc, self.epoch = history.val_acc[-1], history.num_epochs
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.then is not None:
+            self.then(epoch, history)
