@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.browser
 
 SLIDER_MARK = 'data-d2l-kind="sliders"'  # each slider figure's <figure> element
 PLAYGROUND_MARK = 'data-d2l-kind="playground"'  # the MLP playground's
+#: What encodeURIComponent leaves as it is, besides letters and digits.
+URI_SAFE = "-_.!~*'()"
 
 
 def slider_pages(built_book: Path) -> list[str]:
@@ -54,6 +57,13 @@ def _open_slider_page(browser, url: str, problems: list[str]):
 def _sliders(page, fig_id: str) -> list[dict]:
     """Each control of the figure: its axis ``name`` and step ``labels``."""
     return controls(page, fig_id)
+
+
+def hash_part(sliders: list[dict], actives: list[int]) -> str:
+    """The address's part for a selection, each value escaped as figure.js escapes it
+    (encodeURIComponent: a value may hold a space or a comma, the separator)."""
+    return ",".join(f"{quote(s['name'], safe=URI_SAFE)}={quote(s['labels'][a], safe=URI_SAFE)}"
+                    for s, a in zip(sliders, actives, strict=True))  # fmt: skip
 
 
 def _check_shows(page, fig_id: str, sliders: list[dict], actives: list[int],
@@ -75,8 +85,7 @@ def _check_shows(page, fig_id: str, sliders: list[dict], actives: list[int],
     for s, a in zip(sliders, actives, strict=True):
         assert s["labels"][a] in text, f"readout {text!r} lacks {s['name']}={s['labels'][a]}"
     if in_hash:  # the selection is mirrored into the address
-        part = ",".join(f"{s['name']}={s['labels'][a]}"
-                        for s, a in zip(sliders, actives, strict=True))
+        part = hash_part(sliders, actives)
         assert f"{fig_id}:{part}" in state["hash"], state["hash"]
     return text
 
@@ -266,7 +275,7 @@ def test_a_link_with_a_configuration_opens_on_it(browser, site: str, built_book:
     # The last value of every axis: a configuration other than the default.
     target = [len(s["labels"]) - 1 for s in sliders]
     assert target != default
-    part = ",".join(f"{s['name']}={s['labels'][a]}" for s, a in zip(sliders, target, strict=True))
+    part = hash_part(sliders, target)
     page.close()
     page = open_offline(browser, f"{site}/{page_name}.html#{fig_id}:{part}", problems)
     wait_for_plots(page)

@@ -20,7 +20,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "figures": ("figure_page", "figure_text", "plotting", "sliders", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
                "sequence_tasks", "transformer", "heads", "checkpoint", "probe", "finetune",
-               "playground_data", "playground", "playground_figure"),
+               "playground_data", "playground", "playground_figure", "lr_range"),
 }
 FLOOR_OF = {module: i for i, modules in enumerate(FLOORS.values()) for module in modules}
 

@@ -23,7 +23,7 @@ from torch import nn
 from d2lcore.data import Split
 
 #: The L2 penalties :func:`probe_on_val` tries (on standardized features).
-L2_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1)
+L2_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0)
 
 
 @dataclass
