@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2lcore import data, datafiles
+from d2lcore import data, datafiles, download
 from d2lcore.data import Splits, TensorLoader, synthetic_linear_data, text_labels, train_val_split
 from d2lcore.datafiles import DataFileError, DataNotFoundError, load_fashion_mnist, read_idx
 
@@ -93,10 +93,12 @@ def test_env_variable_folder_is_searched(tiny_fashion_mnist, monkeypatch):
 
 def test_the_data_module_keeps_the_names_and_the_command_the_readme_gives(tiny_fashion_mnist):
     """``d2lcore.data.download_fashion_mnist`` (the error messages' advice) and
-    ``python -m d2lcore.data --check`` (the Makefile's) are :mod:`d2lcore.datafiles`'."""
-    for name in ("download_fashion_mnist", "ensure_fashion_mnist", "find_fashion_mnist",
-                 "DEBIAN_DIR", "FASHION_MNIST_FILES"):  # fmt: skip
+    ``python -m d2lcore.data --check`` (the Makefile's) are :mod:`d2lcore.datafiles`' and
+    :mod:`d2lcore.download`'s."""
+    for name in ("find_fashion_mnist", "DEBIAN_DIR", "FASHION_MNIST_FILES"):
         assert getattr(data, name) is getattr(datafiles, name)
+    for name in ("download_fashion_mnist", "ensure_fashion_mnist"):
+        assert getattr(data, name) is getattr(download, name)
     assert "import d2lcore.data as d; d.download_fashion_mnist()" in datafiles.HOW_TO_GET
     folder, _, _ = tiny_fashion_mnist
     command = [sys.executable, "-m", "d2lcore.data", "--root", str(folder)]

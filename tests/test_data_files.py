@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2lcore import data, datafiles
+from d2lcore import data, datafiles, download
 from d2lcore.datafiles import DataFileError, DataNotFoundError, find_fashion_mnist, read_idx
 
 from .conftest import idx_bytes, serving
@@ -170,10 +170,10 @@ def test_ensure_downloads_into_the_named_folder_and_verifies(mirror, tmp_path, m
     target = tmp_path / "colab-data"
     target.mkdir()
     named(monkeypatch, target)
-    monkeypatch.setenv(datafiles.URL_ENV, url)
+    monkeypatch.setenv(download.URL_ENV, url)
     with pytest.raises(DataNotFoundError):
         find_fashion_mnist()
-    assert datafiles.ensure_fashion_mnist() == target
+    assert download.ensure_fashion_mnist() == target
     assert sorted(p.name for p in target.iterdir()) == sorted(
         f"{n}.gz" for n in datafiles.FASHION_MNIST_FILES)
     assert len(requested) == 4
@@ -182,15 +182,15 @@ def test_ensure_downloads_into_the_named_folder_and_verifies(mirror, tmp_path, m
     assert images.shape == (8, 28, 28) and labels.shape == (8,)
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in target.iterdir())  # readable by all
     # Found now: nothing is fetched again. A broken copy is fetched again.
-    assert datafiles.ensure_fashion_mnist() == target and len(requested) == 4
+    assert download.ensure_fashion_mnist() == target and len(requested) == 4
     (target / f"{NAME}.gz").write_bytes(b"\x1f\x8b broken")
-    datafiles.download_fashion_mnist(target)
+    download.download_fashion_mnist(target)
     assert requested[4:] == [f"/{NAME}.gz"]
     datafiles.check_fashion_mnist(target)
     # All four there but one damaged (valid gzip, wrong bytes): ensure verifies, and
     # fetches that one again.
     (target / f"{NAME}.gz").write_bytes(gzip.compress(b"not the images"))
-    assert datafiles.ensure_fashion_mnist() == target
+    assert download.ensure_fashion_mnist() == target
     assert requested[5:] == [f"/{NAME}.gz"]
     datafiles.check_fashion_mnist(target)
 
@@ -201,9 +201,9 @@ def test_ensure_never_replaces_a_broken_system_copy(mirror, tmp_path, monkeypatc
     shutil.copytree(served, system)
     (system / f"{NAME}.gz").write_bytes(gzip.compress(b"not the images"))
     monkeypatch.setattr(datafiles, "DEBIAN_DIR", system)
-    monkeypatch.setenv(datafiles.URL_ENV, url)
+    monkeypatch.setenv(download.URL_ENV, url)
     with pytest.raises(DataFileError, match=rf"{system}/{NAME}.gz fails its checksum"):
-        datafiles.ensure_fashion_mnist()
+        download.ensure_fashion_mnist()
     assert requested == []
 
 
@@ -212,7 +212,7 @@ def test_download_of_a_wrong_file_keeps_nothing(mirror, tmp_path):
     (served / f"{NAME}.gz").write_bytes(b"\x1f\x8b not the file")
     target = tmp_path / "data"
     with pytest.raises(DataFileError, match=rf"{url}/{NAME}.gz is not the file"):
-        datafiles.download_fashion_mnist(target, url=url)
+        download.download_fashion_mnist(target, url=url)
     assert not (target / f"{NAME}.gz").exists()
     assert not list(target.glob("*.part"))
 
@@ -220,8 +220,8 @@ def test_download_of_a_wrong_file_keeps_nothing(mirror, tmp_path):
 def test_download_failure_names_the_address_and_the_way_out(mirror, tmp_path):
     url, _, _ = mirror
     with pytest.raises(DataNotFoundError, match=rf"could not download {url}/.*404.*"
-                       rf"Nothing was kept.*{datafiles.URL_ENV}"):  # fmt: skip
-        datafiles.download_fashion_mnist(tmp_path / "data", url=url + "/missing")
+                       rf"Nothing was kept.*{download.URL_ENV}"):  # fmt: skip
+        download.download_fashion_mnist(tmp_path / "data", url=url + "/missing")
     assert not list((tmp_path / "data").glob("*"))
 
 
@@ -312,7 +312,7 @@ def download_fails(url: str, target: Path, error: type[Exception], match: str) -
     matching ``match``, in under 5 s, leaving nothing. Returns the message."""
     start = time.monotonic()
     with pytest.raises(error, match=match) as err:
-        datafiles.download_fashion_mnist(target, url=url, timeout=1)
+        download.download_fashion_mnist(target, url=url, timeout=1)
     assert time.monotonic() - start < 5, "the download was not stopped in time"
     nothing_left(target)
     assert "Nothing was kept" in str(err.value) or "nothing was kept" in str(err.value)
@@ -326,19 +326,19 @@ def test_a_stalled_mirror_times_out(tiny_files, tmp_path, respond) -> None:
         message = download_fails(url, tmp_path / "data", DataNotFoundError,
                                  rf"could not download {url}/{NAME}.gz: the server sent "
                                  r"nothing for 1 s")  # fmt: skip
-    assert datafiles.URL_ENV in message and "Check the network" in message
+    assert download.URL_ENV in message and "Check the network" in message
 
 
 def test_timeout_must_be_positive(tmp_path) -> None:
     with pytest.raises(ValueError, match="timeout must be a positive"):
-        datafiles.download_fashion_mnist(tmp_path, url="http://127.0.0.1:9/", timeout=0)
+        download.download_fashion_mnist(tmp_path, url="http://127.0.0.1:9/", timeout=0)
 
 
 @pytest.mark.parametrize("respond", [endless_body, huge_announced])
 def test_a_body_without_end_stops_at_the_cap(tiny_files, tmp_path, respond) -> None:
     """An endless body used to write 3.5 GB in 20 s; a file is refused past its cap (its
     decompressed size plus gzip's framing), or at once when it announces more."""
-    cap = datafiles.download_cap(datafiles.FASHION_MNIST_FILES[NAME][1])
+    cap = download.download_cap(datafiles.FASHION_MNIST_FILES[NAME][1])
     with hostile(respond) as url:
         message = download_fails(url, tmp_path / "data", DataFileError,
                                  rf"{url}/{NAME}.gz (announces [\d,]+|sent more than {cap:,}) "
@@ -352,7 +352,7 @@ def test_the_cap_fits_the_real_files() -> None:
     compressed = {"train-images-idx3-ubyte": 26_421_880, "train-labels-idx1-ubyte": 29_515,
                   "t10k-images-idx3-ubyte": 4_422_102, "t10k-labels-idx1-ubyte": 5_148}
     for name, (_, size) in datafiles.FASHION_MNIST_FILES.items():
-        assert compressed[name] < datafiles.download_cap(size) < 64 * 2**20
+        assert compressed[name] < download.download_cap(size) < 64 * 2**20
 
 
 def test_a_truncated_chunked_body_is_refused(tiny_files, tmp_path) -> None:
@@ -374,10 +374,10 @@ def test_an_address_without_a_scheme_is_refused(tmp_path, monkeypatch, url) -> N
     """It used to raise a bare ValueError (or "unknown url type: localhost")."""
     target = tmp_path / "data"
     with pytest.raises(DataNotFoundError, match=r"not an http://, https:// or file:// address"):
-        datafiles.download_fashion_mnist(target, url=url)
-    monkeypatch.setenv(datafiles.URL_ENV, url)
-    with pytest.raises(DataNotFoundError, match=rf"given by {datafiles.URL_ENV}"):
-        datafiles.download_fashion_mnist(target)
+        download.download_fashion_mnist(target, url=url)
+    monkeypatch.setenv(download.URL_ENV, url)
+    with pytest.raises(DataNotFoundError, match=rf"given by {download.URL_ENV}"):
+        download.download_fashion_mnist(target)
     assert not target.exists()
 
 
@@ -387,9 +387,9 @@ def test_a_target_under_a_file_is_refused(tiny_files, tmp_path) -> None:
     blocker.write_text("")
     with pytest.raises(DataNotFoundError, match=rf"create the folder {blocker}/data.*a folder "
                        "above it is a file.*D2L_FASHION_MNIST_DIR"):  # fmt: skip
-        datafiles.download_fashion_mnist(blocker / "data", url="http://127.0.0.1:9/")
+        download.download_fashion_mnist(blocker / "data", url="http://127.0.0.1:9/")
     with pytest.raises(DataNotFoundError, match=rf"create the folder {blocker} .*: it is a file"):
-        datafiles.download_fashion_mnist(blocker, url="http://127.0.0.1:9/")
+        download.download_fashion_mnist(blocker, url="http://127.0.0.1:9/")
     assert blocker.read_text() == ""
 
 
@@ -414,7 +414,7 @@ def test_a_refused_write_is_named(mirror, tmp_path, monkeypatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(datafiles.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(download.tempfile, "mkstemp", refuse)
     message = download_fails(url, tmp_path / "data", DataNotFoundError,
                              rf"could not save {url}/{NAME}.gz in {tmp_path / 'data'}: "
                              "Permission denied. Check that you can write there")  # fmt: skip
@@ -429,7 +429,7 @@ def test_a_folder_where_the_file_should_go_is_left_alone(mirror, tmp_path) -> No
     (target / f"{NAME}.gz" / "mine").write_text("keep")
     with pytest.raises(DataFileError, match=rf"{target}/{NAME}.gz is a folder, where the "
                        r"download .* should go. Move it away"):  # fmt: skip
-        datafiles.download_fashion_mnist(target, url=url, timeout=1)
+        download.download_fashion_mnist(target, url=url, timeout=1)
     assert [p.name for p in target.iterdir()] == [f"{NAME}.gz"]
     assert (target / f"{NAME}.gz" / "mine").read_text() == "keep"
     assert requested == []
@@ -439,16 +439,16 @@ def test_an_interrupt_leaves_nothing(mirror, tmp_path, monkeypatch) -> None:
     """Ctrl-C mid-download used to leave the .part file; it is removed, and the
     interrupt goes on."""
     url, _, _ = mirror
-    write = datafiles._write_all
+    write = download._write_all
 
     def interrupted(fd: int, chunk: bytes) -> None:
         write(fd, chunk)  # some bytes are on disk, then the reader presses Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(datafiles, "_write_all", interrupted)
+    monkeypatch.setattr(download, "_write_all", interrupted)
     target = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
-        datafiles.download_fashion_mnist(target, url=url, timeout=1)
+        download.download_fashion_mnist(target, url=url, timeout=1)
     nothing_left(target)
 
 
@@ -464,7 +464,7 @@ def test_a_failed_write_says_what_happened(mirror, tmp_path, monkeypatch, code, 
     def fail(fd: int, chunk: bytes) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(datafiles, "_write_all", fail)
+    monkeypatch.setattr(download, "_write_all", fail)
     message = download_fails(url, target, DataNotFoundError,
                              rf"could not save {url}/{NAME}.gz in {target}: "
                              + says.format(target=target))  # fmt: skip
@@ -496,15 +496,15 @@ def test_two_downloads_into_one_folder_both_succeed(tiny_files, tmp_path) -> Non
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
-    def download(url: str) -> None:
+    def fetch(url: str) -> None:
         start.wait()
         try:
-            datafiles.download_fashion_mnist(target, url=url, timeout=5)
+            download.download_fashion_mnist(target, url=url, timeout=5)
         except BaseException as err:  # noqa: BLE001 (reported by the test)
             errors.append(err)
 
     with hostile(slowly) as url:
-        threads = [threading.Thread(target=download, args=(url,)) for _ in range(2)]
+        threads = [threading.Thread(target=fetch, args=(url,)) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:

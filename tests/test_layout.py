@@ -13,8 +13,8 @@ PACKAGE = Path(d2lcore.__file__).parent
 #: The floors, lowest first (the README's layout table and the package docstring say
 #: the same). A new module must be placed here.
 FLOORS: dict[str, tuple[str, ...]] = {
-    "foundation": ("device", "profile", "datafiles", "data", "pipeline", "models", "conv", "init",
-                   "metrics", "train"),
+    "foundation": ("device", "profile", "datafiles", "download", "data", "pipeline", "models",
+                   "conv", "init", "metrics", "train"),
     "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
              "sweep"),
     "figures": ("figure_page", "figure_text", "plotting", "sliders", "widgets"),

@@ -4,8 +4,9 @@ One concept per module, in four floors; each imports only its own floor and the 
 below (``tests/test_layout.py`` checks it):
 
 - **foundation**: ``device`` (the device, seeds), ``profile`` (``D2L_PROFILE``: how much
-  the pages train), ``datafiles`` (Fashion-MNIST's files: lookup, checksums, IDX, download,
-  the ``--check`` command), ``data`` (``Splits`` of tensors with ``.loader()``,
+  the pages train), ``datafiles`` (Fashion-MNIST's files: lookup, checksums, IDX, the
+  ``--check`` command), ``download`` (their explicit download, and ``ensure_fashion_mnist``:
+  find or download), ``data`` (``Splits`` of tensors with ``.loader()``,
   Fashion-MNIST and synthetic data in memory), ``pipeline`` (Fashion-MNIST laid out for
   torchvision, a loader's epoch timed), ``models`` and ``conv`` (plain
   ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one training loop: ``fit`` for a
@@ -26,7 +27,8 @@ below (``tests/test_layout.py`` checks it):
   ``widgets`` (live controls that re-train a configuration in a kernel).
 - **topics**: ``polynomial``, ``surface`` (the least-squares loss surface and gradient
   descent on it), ``optim`` (``torch.optim``'s SGD, momentum, RMSProp and Adam on a 2-D
-  quadratic, many runs at once), ``diagnostics``, ``attention``, ``sequence_tasks`` and
+  quadratic, many runs at once), ``lr_range`` (the learning-rate range test),
+  ``diagnostics``, ``attention``, ``sequence_tasks`` and
   ``transformer`` (its models and trainers), ``heads``, ``checkpoint``, ``probe``
   (logistic regression trained to convergence, features per layer) and ``finetune``,
   the MLP playground (``playground_data``: its 2-D data sets;

@@ -3,8 +3,9 @@ set's training, validation and test splits), :class:`TensorLoader`, which cuts a
 data set that stays on the training device into minibatches, and Fashion-MNIST as
 :class:`Splits` (:func:`fashion_mnist_splits`) with its class names.
 
-Fashion-MNIST's files (finding, verifying, reading and downloading them) live in
-:mod:`d2lcore.datafiles`. What the README, the Makefile and the error messages call
+Fashion-MNIST's files (finding, verifying and reading them) live in
+:mod:`d2lcore.datafiles`, their download in :mod:`d2lcore.download`. What the README,
+the Makefile and the error messages call
 ``d2lcore.data``'s (``download_fashion_mnist``, ``ensure_fashion_mnist``,
 ``find_fashion_mnist``, ``python -m d2lcore.data --check``) is re-exported here.
 """
@@ -21,11 +22,11 @@ import torch
 # Colab tests use.
 from d2lcore.datafiles import DEBIAN_DIR as DEBIAN_DIR
 from d2lcore.datafiles import FASHION_MNIST_FILES as FASHION_MNIST_FILES
-from d2lcore.datafiles import download_fashion_mnist as download_fashion_mnist
-from d2lcore.datafiles import ensure_fashion_mnist as ensure_fashion_mnist
 from d2lcore.datafiles import find_fashion_mnist as find_fashion_mnist
 from d2lcore.datafiles import load_fashion_mnist
 from d2lcore.device import get_device, make_generator
+from d2lcore.download import download_fashion_mnist as download_fashion_mnist
+from d2lcore.download import ensure_fashion_mnist as ensure_fashion_mnist
 
 # ----------------------------------------------------------------------------------
 # Synthetic data
