@@ -20,7 +20,7 @@ TORCH ?=
 # torchvision 0.(Y+15).Z is built for torch 2.Y.Z (0.19.1 for 2.4.1, 0.29.1 for 2.14.1).
 TORCHVISION ?= $(if $(TORCH),$(shell echo $(TORCH) | awk -F. '{print "0." $$2 + 15 "." $$3}'))
 # CPU_TORCH=1: PyTorch's CPU build of the pinned torch (from download.pytorch.org, as on
-# Binder): the lock less the CUDA-only packages (binder/make_requirements.py --cpu-lock),
+# Binder): the lock less the CUDA-only packages (booktools/binder_requirements.py --cpu-lock),
 # about 4.7 GB less than the CUDA build; for machines without a GPU that reach that index
 # (GitHub's hosted runners, whose disk is small). Pages, tests and numbers are the same.
 CPU_TORCH ?=
@@ -32,7 +32,7 @@ REQ_HASH := $(shell { cat requirements.txt requirements-reference.txt pyproject.
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .vendor/mathjax/es5/tex-chtml.js
-# Thebe 0.9 (Live Code), served with the book: it speaks ipywidgets 8 (see _ext/live_code.py).
+# Thebe 0.9 (Live Code), served with the book: it speaks ipywidgets 8 (see booktools/live_code.py).
 THEBE_VERSION := 0.9.3
 THEBE := .vendor/thebe-$(THEBE_VERSION)/lib/index.js
 # What Thebe fetches from cdnjs when a widget needs it; the Live Code test serves this copy.
@@ -58,17 +58,17 @@ APT_INSTALL = (apt-get install -y -q $(1) || (apt-get update -q && apt-get insta
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
-# (_ext/exec_cache.py). With nothing changed, nothing executes.
+# (booktools/exec_cache.py). With nothing changed, nothing executes.
 book: setup
 	$(VENV)/bin/jupyter-book build . --all
-	@$(PY) tools/exec_report.py --quiet --markdown _build/exec_report.md --json _build/exec_report.json
+	@$(PY) -m booktools.exec_report --quiet --markdown _build/exec_report.md --json _build/exec_report.json
 	@echo "The book is in _build/html/index.html (execution times: _build/exec_report.md)"
 
 # What CI runs: every cell of every page executed afresh, every warning an error, and
 # the per-page execution times kept with the HTML. D2L_PROFILE=gpu selects the GPU profile.
 book-ci: setup
 	D2L_EXECUTE=force $(VENV)/bin/jupyter-book build . --all -W
-	$(PY) tools/exec_report.py --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
+	$(PY) -m booktools.exec_report --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
 
 test: setup browser linters
 	$(PY) -m pytest -q --durations=15
@@ -113,7 +113,7 @@ $(STAMP): requirements.txt requirements-reference.txt pyproject.toml
 	@# for a newer one)
 	$(PY) -m pip install --quiet "setuptools>=77"
 ifneq ($(CPU_TORCH),)
-	$(PY) binder/make_requirements.py --cpu-lock $(VENV)/requirements-cpu.txt
+	$(PY) -m booktools.binder_requirements --cpu-lock $(VENV)/requirements-cpu.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements-cpu.txt
 else ifeq ($(TORCH),)
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -198,10 +198,10 @@ bench: setup
 	$(PY) benchmarks/bench_epoch.py
 	$(PY) benchmarks/bench_grid.py
 
-# The GPU check (tools/gpu_check.py): every page as a script and the benchmarks, on the
+# The GPU check (booktools/gpu_check.py): every page as a script and the benchmarks, on the
 # device d2lcore picks, within a time budget; the report goes to gpu-check/.
 gpu-check: setup
-	$(PY) tools/gpu_check.py gpu-check --profile gpu
+	$(PY) -m booktools.gpu_check gpu-check --profile gpu
 
 # The wheels a bare GPU machine (CPython $(GPU_PYTHON), no network) needs for the check,
 # at the versions pinned in requirements.txt: about 30 MB, carried with the working tree.
@@ -211,7 +211,7 @@ gpu-wheels: env
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
 	  --python-version $(GPU_PYTHON) --platform manylinux_2_28_x86_64 \
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels \
-	  $$(grep -v '^#' tools/gpu_wheels.txt | while read -r name; do \
+	  $$(grep -v '^#' booktools/gpu_wheels.txt | while read -r name; do \
 	       grep -hi "^$${name}==" requirements.txt requirements-reference.txt \
 	         || echo "$$name"; done)
 	@du -sh .gpu-wheels

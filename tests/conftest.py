@@ -8,7 +8,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import importlib.util
 import os
 import shutil
 import signal
@@ -18,26 +17,17 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from booktools import toc
+
 from .browser_helpers import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_module(path: Path, name: str) -> ModuleType:
-    """Import the file ``path`` (a script, a Sphinx extension) as module ``name``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # what dataclasses look their module up in
-    spec.loader.exec_module(module)
-    return module
 
 
 def git(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -303,23 +293,7 @@ def built_book() -> Path:
 
 def toc_pages() -> list[str]:
     """Every page in _toc.yml, as paths without suffix (``intro``, ``chapters/...``)."""
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries: list[dict]) -> None:
-        for entry in entries:
-            if "file" in entry:
-                pages.append(entry["file"])
-            for key in ("chapters", "sections"):
-                walk(entry.get(key, []))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters", []))
-
-    walk(toc.get("chapters", []))
-    walk([{"chapters": p.get("chapters", [])} for p in toc.get("parts", [])])
-    return pages
+    return toc.pages(ROOT)
 
 
 # ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Three groups of tests:
 - the launch links of the built book (marker ``book``, and ``browser`` for Thebe's button);
 - the rehearsal (marker ``binder``): builds Binder's environment the way repo2docker does,
   in a fresh virtual environment (the Python packages of repo2docker's own locked
-  environment, tools/repo2docker_lock.py, with the JupyterLab and Notebook Binder's image
+  environment, booktools/repo2docker_lock.py, with the JupyterLab and Notebook Binder's image
   really serves; then ``pip install -r binder/requirements.txt``, then binder/postBuild),
   opens a page through JupyterLab's interface in Chromium and checks that it is a
   notebook, and runs every page in that environment's kernel, pressing the Train button
@@ -47,7 +47,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,16 +55,14 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from booktools import binder_requirements, exec_order, parallel_exec, repo2docker_lock
+
 from .browser_helpers import open_offline
-from .conftest import BACKGROUND, ROOT, git, in_background, load_module, run_process, toc_pages
+from .conftest import BACKGROUND, ROOT, git, in_background, run_process, toc_pages
 
 BINDER = ROOT / "binder"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
-
-
-def _make_requirements() -> ModuleType:
-    return load_module(BINDER / "make_requirements.py", "make_requirements")
 
 
 def _pins(text: str) -> dict[str, str]:
@@ -90,12 +87,12 @@ DEVELOPMENT = ("pytest", "playwright", "mypy", "ruff", "jupyter-book", "sphinx",
 
 
 def test_binder_requirements_are_the_runtime_pins_of_the_lock():
-    make = _make_requirements()
+    make = binder_requirements
     expected, dropped = make.binder_requirements()
     current = (BINDER / "requirements.txt").read_text()
     assert current == expected, (
         "binder/requirements.txt is out of date with requirements.txt; regenerate it with "
-        "`.venv/bin/python binder/make_requirements.py` and commit both"
+        "`.venv/bin/python -m booktools.binder_requirements` and commit both"
     )
     assert f"--extra-index-url {make.CPU_INDEX}" in current.splitlines()
     pins, lock = _pins(current), _pins((ROOT / "requirements.txt").read_text())
@@ -112,7 +109,7 @@ def _requirements_of(name: str) -> set[str]:
     """The canonical names ``name`` requires here (no extras; markers evaluated)."""
     from packaging.requirements import Requirement
 
-    make = _make_requirements()
+    make = binder_requirements
     found = set()
     for text in metadata.distribution(name).requires or []:
         requirement = Requirement(text)
@@ -126,14 +123,14 @@ def test_binder_requirements_leave_nothing_a_kept_package_needs():
     packages, which only the CUDA build of torch requires (Binder gets the CPU build,
     which requires none). (The lock does not pin setuptools, which pip leaves to the
     environment: repo2docker's has one.)"""
-    make = _make_requirements()
+    make = binder_requirements
     kept = {make.canonical(n) for n in _pins((BINDER / "requirements.txt").read_text())}
     lock = {make.canonical(n) for n in _pins((ROOT / "requirements.txt").read_text())}
     for name in sorted(kept):
         for needed in (_requirements_of(name) & lock) - kept:
             assert make.GPU_ONLY.match(needed) and name == "torch", (
                 f"{name} needs {needed}, which binder/requirements.txt leaves out: add it "
-                "to RUNTIME in binder/make_requirements.py (or what needs it), regenerate")
+                "to RUNTIME in booktools/binder_requirements.py (or what needs it), regenerate")
 
 
 def _third_party_imports(source: str, *, top_level_only: bool = False) -> set[str]:
@@ -151,11 +148,11 @@ def _third_party_imports(source: str, *, top_level_only: bool = False) -> set[st
 
 def test_binder_requirements_hold_everything_the_pages_import():
     """What the pages, d2lcore and the d2l reference import comes from a package Binder
-    gets (checked from the sources, independently of make_requirements.RUNTIME)."""
+    gets (checked from the sources, independently of binder_requirements.RUNTIME)."""
     import d2l.torch
     import jupytext
 
-    make = _make_requirements()
+    make = binder_requirements
     kept = {make.canonical(n) for n in _pins((BINDER / "requirements.txt").read_text())}
     sources = {page: jupytext.writes(jupytext.read(ROOT / f"{page}.md"), "py:percent")
                for page in CHAPTERS}  # fmt: skip
@@ -173,7 +170,7 @@ def test_binder_requirements_hold_everything_the_pages_import():
             assert dists & kept, (
                 f"{where} imports {module} (from {sorted(dists) or 'no installed package'}), "
                 "which binder/requirements.txt does not have: add it to RUNTIME in "
-                "binder/make_requirements.py and regenerate")
+                "booktools/binder_requirements.py and regenerate")
 
 
 def test_python_floor_is_the_lowest_that_installs_every_pin():
@@ -219,7 +216,7 @@ def test_binder_folder_holds_what_repo2docker_reads():
 
 
 def test_repo2docker_lock_gives_the_python_packages_under_their_pypi_names():
-    tool = load_module(ROOT / "tools" / "repo2docker_lock.py", "repo2docker_lock")
+    tool = repo2docker_lock
     base = "https://conda.anaconda.org/conda-forge"
     lock = "\n".join([
         "# platform: linux-64",
@@ -458,7 +455,7 @@ def _python_for_runtime() -> str:
 def _repo2docker_lock() -> dict[str, str]:
     """``{name: version}`` of the Python packages of repo2docker's environment for
     binder/runtime.txt's Python (the wheel is downloaded from PyPI once a session)."""
-    tool = load_module(ROOT / "tools" / "repo2docker_lock.py", "repo2docker_lock")
+    tool = repo2docker_lock
     wheels = Path(tempfile.gettempdir()) / "d2l-repo2docker-wheel"
     wheels.mkdir(exist_ok=True)
     return dict(tool.parse_lock(tool.lock_text(tool.runtime_python(), wheels)))
@@ -500,7 +497,7 @@ def _build_binder_env(items: list[pytest.Item]) -> BinderEnv:
         be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
         # repo2docker's own environment, from the lock inside the jupyter-repo2docker
         # package (its pip, JupyterLab, Notebook, jupyter_server, ipywidgets, ... at the
-        # versions Binder's image has: tools/repo2docker_lock.py); binder/requirements.txt
+        # versions Binder's image has: booktools/repo2docker_lock.py); binder/requirements.txt
         # is installed on top of it, as repo2docker does.
         lock = _repo2docker_lock()
         pins = tmp / "repo2docker-pins.txt"
@@ -793,10 +790,8 @@ def _run_page(binder_env: BinderEnv, page: str, env: dict[str, str]) -> Run:
 
 def _start_page_runs(be: BinderEnv) -> None:
     """Start every rehearsal page in Binder's environment, as many at a time as the book
-    build executes them (``D2L_EXECUTE_JOBS``, _ext/parallel_exec.py), the longest
+    build executes them (``D2L_EXECUTE_JOBS``, booktools/parallel_exec.py), the longest
     first."""
-    parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
-    exec_order = load_module(ROOT / "_ext" / "exec_order.py", "exec_order")
     jobs = parallel_exec.default_jobs()
     env = dict(be.env)
     env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(jobs)))

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, build_book, load_module, toc_pages
+from booktools import exec_order, parallel_exec
 
-parallel_exec = load_module(ROOT / "_ext" / "parallel_exec.py", "parallel_exec")
-exec_order = load_module(ROOT / "_ext" / "exec_order.py", "exec_order")
+from .conftest import ROOT, build_book, toc_pages
 
 pytestmark = pytest.mark.book
 
@@ -64,7 +63,7 @@ def tiny_book(folder: Path, title: str, code: str) -> Path:
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copy(ROOT / "requirements.txt", book / "requirements.txt")
     shutil.copy(ROOT / "references.bib", book / "references.bib")  # _config.yml names it
-    shutil.copytree(ROOT / "_ext", book / "_ext")
+    shutil.copytree(ROOT / "booktools", book / "booktools")
     (book / ".vendor").symlink_to(ROOT / ".vendor")
     (book / "_toc.yml").write_text("format: jb-book\nroot: index\n")
     (book / "index.md").write_text(
@@ -96,7 +95,7 @@ def _timed_page(runs: Path, name: str) -> str:
 
 def test_pages_execute_in_parallel_once_each_and_are_reported_as_executed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # fmt: skip
-    """Three pages to execute, two at a time (_ext/parallel_exec.py): each runs once, two
+    """Three pages to execute, two at a time (booktools/parallel_exec.py): each runs once, two
     of them at the same time; the report says they were executed in this build, and the
     next build executes nothing and reports cache hits."""
     runs = tmp_path / "runs.txt"
@@ -113,9 +112,9 @@ def test_pages_execute_in_parallel_once_each_and_are_reported_as_executed(
         found = [line.split() for line in runs.read_text().splitlines()]
         assert sorted(name for name, *_ in found) == ["a", "b", "index"], found  # once each
         report = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "exec_report.py"), "--build",
+            [sys.executable, "-m", "booktools.exec_report", "--build",
              str(tmp_path / "_build"), "--json", str(tmp_path / "report.json"), "--quiet"],
-            capture_output=True, text=True)  # fmt: skip
+            cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         assert report.returncode == 0, report.stderr
         pages = json.loads((tmp_path / "report.json").read_text())["pages"]
         methods = {p["page"]: p["method"] for p in pages}
@@ -167,7 +166,7 @@ def test_a_bad_number_of_jobs_is_refused_with_what_to_set(monkeypatch: pytest.Mo
 
 
 def test_every_chapter_has_an_execution_time_for_the_order_of_execution():
-    """_ext/exec_times.json orders the parallel execution: it names the chapters of the
+    """booktools/exec_times.json orders the parallel execution: it names the chapters of the
     table of contents, and only them (a stale name would hide a missing one)."""
     chapters = {p for p in toc_pages() if p.startswith("chapters/")}
     seconds = exec_order.expected_seconds()

@@ -1,5 +1,5 @@
-"""Open in Colab: each chapter as a notebook with a setup cell (tools/colab_notebooks.py)
-and a "Colab" launch button that opens it (_ext/colab.py).
+"""Open in Colab: each chapter as a notebook with a setup cell (booktools/colab_notebooks.py)
+and a "Colab" launch button that opens it (booktools/colab.py).
 
 The rehearsal (marker ``colab``) stands in for Colab without a network: a fresh virtual
 environment that already has a torch (this environment's, linked in, not downloaded
@@ -27,12 +27,13 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
+from booktools import colab, colab_notebooks
+
 from .conftest import (
     BACKGROUND,
     ROOT,
     git,
     in_background,
-    load_module,
     run_process,
     serving,
     toc_pages,
@@ -42,8 +43,8 @@ CHAPTERS = [page for page in toc_pages() if page.startswith("chapters/")]
 REHEARSED = "chapters/softmax_regression"
 
 
-tool = load_module(ROOT / "tools" / "colab_notebooks.py", "colab_notebooks")
-ext = load_module(ROOT / "_ext" / "colab.py", "colab_ext")
+tool = colab_notebooks
+ext = colab
 
 
 def _notebook(*code: str) -> dict[str, Any]:

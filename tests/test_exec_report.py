@@ -1,4 +1,4 @@
-"""tools/exec_report.py reads the execution times myst-nb records in a real (tiny) build."""
+"""booktools/exec_report.py reads the execution times myst-nb records in a real (tiny) build."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import torch
 import yaml
 
 from .conftest import ROOT, build_book
-
-REPORT = ROOT / "tools" / "exec_report.py"
 
 PAGE = """\
 ---
@@ -46,7 +44,7 @@ def make_book(folder: Path, execute_notebooks: str | None = None) -> Path:
     if execute_notebooks is not None:
         config["execute"]["execute_notebooks"] = execute_notebooks
     (book / "_config.yml").write_text(yaml.safe_dump(config))
-    shutil.copytree(ROOT / "_ext", book / "_ext")
+    shutil.copytree(ROOT / "booktools", book / "booktools")
     shutil.copy(ROOT / "references.bib", book / "references.bib")  # _config.yml names it
     (book / ".vendor").symlink_to(ROOT / ".vendor")
     (book / "_toc.yml").write_text(
@@ -64,7 +62,8 @@ def build(book: Path) -> None:
 
 
 def report(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPORT), *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "booktools.exec_report", *args], cwd=ROOT,
+                          capture_output=True,
                           text=True, timeout=120)  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The GPU check (tools/gpu_check.py), rehearsed on the CPU so it cannot rot between the
+"""The GPU check (booktools/gpu_check.py), rehearsed on the CPU so it cannot rot between the
 rare runs on a GPU: its reading of the pages equals jupytext's, and it runs end to end
 with a tiny budget on a page subset, reporting passes, failures and what the budget cut."""
 
@@ -12,10 +12,9 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from .conftest import ROOT
+from booktools import gpu_check
 
-sys.path.insert(0, str(ROOT / "tools"))
-import gpu_check  # noqa: E402
+from .conftest import ROOT
 
 PAGES = gpu_check.pages_in_toc()
 
@@ -50,7 +49,7 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
                    "print('x is', x)\nassert x == 2, 'x is not 2'\n```\n")  # fmt: skip
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpu_check.py"), str(out), "--profile", "cpu",
+        [sys.executable, "-m", "booktools.gpu_check", str(out), "--profile", "cpu",
          "--pages", "data_operations", str(bad), "--budget-min", "5", "--quick-bench",
          "--jobs", "2"],
         capture_output=True, text=True, cwd=ROOT, timeout=400,
@@ -83,7 +82,7 @@ def test_budget_stops_cleanly(tmp_path: Path) -> None:
     slow.write_text("```{code-cell} ipython3\nimport time\ntime.sleep(60)\n```\n")
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpu_check.py"), str(out), "--profile", "cpu",
+        [sys.executable, "-m", "booktools.gpu_check", str(out), "--profile", "cpu",
          "--pages", str(slow), "data_operations", "--budget-min", "0.25", "--no-bench"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip

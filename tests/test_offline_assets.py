@@ -1,4 +1,4 @@
-"""``_ext/offline_assets.py``: the plotly.js bundle the book serves (the partial bundle of
+"""``booktools/offline_assets.py``: the plotly.js bundle the book serves (the partial bundle of
 the Python package's version, with the book's trace types), how pages load it, the markup
 fixes, and (on the built book) the theme's FontAwesome script left out with its icons
 still drawn."""
@@ -14,16 +14,18 @@ import plotly.offline
 import pytest
 from sphinx.errors import ExtensionError
 
-from .conftest import ROOT, load_module, toc_pages
+from booktools import offline_assets
 
-assets = load_module(ROOT / "_ext" / "offline_assets.py", "offline_assets")
+from .conftest import ROOT, toc_pages
+
+assets = offline_assets
 
 #: The trace types the book's figures draw (d2lcore.plotting and the pages).
 BOOK_TRACES = ("scatter", "heatmap", "contour", "histogram")
 
 
 class FakeApp:
-    """What ``_ext/offline_assets.py`` uses of Sphinx's application, with each script's
+    """What ``booktools/offline_assets.py`` uses of Sphinx's application, with each script's
     attributes."""
 
     def __init__(self, srcdir: Path | None = None):

@@ -30,6 +30,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
+from booktools import offline_assets
 from d2lcore.figure_page import (
     FIGURE_CSS,
     FIGURE_JS,
@@ -56,7 +57,6 @@ from .browser_helpers import (
     wait_for_plots,
 )
 from .browser_helpers import readout as page_readout
-from .conftest import load_module
 
 AXES = {"lr": [0.01, 0.1, 1.0], "dropout": [0.0, 0.5], "init": ["normal", "xavier_normal"]}
 NUM_EPOCHS = 6
@@ -740,11 +740,11 @@ PAGE_FILES = (FIGURE_JS, FIGURE_CSS, *KIND_SCRIPTS["playground"])
 
 
 def load_offline_assets() -> Any:
-    return load_module(ROOT / "_ext" / "offline_assets.py", "offline_assets")
+    return offline_assets
 
 
 class FakeApp:
-    """What ``_ext/offline_assets.py`` uses of Sphinx's application: the scripts and
+    """What ``booktools/offline_assets.py`` uses of Sphinx's application: the scripts and
     style sheets it adds (``js_files``: file and priority; ``js_attributes``: each
     file's attributes, ``defer``)."""
 

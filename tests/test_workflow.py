@@ -329,16 +329,17 @@ def test_cuda_check_fails_clearly_without_a_gpu(workflow, tmp_path):
 
 def test_report_goes_into_the_html_and_the_job_summary(workflow):
     gpu = workflow["jobs"]["gpu"]
-    i = step_index(gpu, lambda s: "tools/exec_report.py" in s.get("run", ""),
-                   "running tools/exec_report.py")  # fmt: skip
+    i = step_index(gpu, lambda s: "-m booktools.exec_report" in s.get("run", ""),
+                   "running booktools.exec_report")  # fmt: skip
     script = steps(gpu)[i]["run"]
     assert i > step_index(gpu, runs("make book-ci"), "building the book")
     assert re.search(r"--markdown\s+_build/html/\S+\.md", script)
     assert re.search(r"--json\s+_build/html/\S+\.json", script)
     assert re.search(r'>>\s*"?\$GITHUB_STEP_SUMMARY"?', script)
     # Every option the step passes exists in the script.
-    help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "exec_report.py"), "--help"],
-                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    help_text = subprocess.run([sys.executable, "-m", "booktools.exec_report", "--help"],
+                               cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout  # fmt: skip
     for option in set(re.findall(r"(--[a-z][a-z-]*)", script)):
         assert option in help_text, option
 
@@ -348,7 +349,7 @@ def test_html_is_uploaded_after_the_report(workflow):
     i = step_index(gpu, lambda s: uses("actions/upload-artifact")(s)
                    and s["with"]["path"] == "_build/html", "uploading _build/html")  # fmt: skip
     assert "if" not in steps(gpu)[i], "pull requests get the HTML too"
-    assert i > step_index(gpu, lambda s: "tools/exec_report.py" in s.get("run", ""), "report")
+    assert i > step_index(gpu, lambda s: "-m booktools.exec_report" in s.get("run", ""), "report")
 
 
 def test_pages_are_deployed_only_from_main(workflow):
@@ -390,7 +391,7 @@ def test_colab_notebooks_come_from_the_published_build(workflow):
         job = workflow["jobs"][name]
         make = step_index(job, lambda s: "make book" in s.get("run", ""), "the build")
         pages = steps(job)[step_index(job, uses("actions/upload-pages-artifact"), "Pages")]
-        tool = step_index(job, runs("tools/colab_notebooks.py"), "writing the notebooks")
+        tool = step_index(job, runs("-m booktools.colab_notebooks"), "writing the notebooks")
         upload = step_index(job, lambda s: uses("actions/upload-artifact")(s)
                             and s["with"]["name"] == "colab-notebooks", "the upload")  # fmt: skip
         assert make < tool < upload, name
@@ -671,14 +672,14 @@ def test_hosted_jobs_install_the_cpu_build_of_torch(workflow, tmp_path):
     assert "CPU_TORCH" not in workflow["jobs"]["gpu"].get("env", {})
     venv = tmp_path / "venv"
     cpu = _make_dry_run("env", "CPU_TORCH=1", f"VENV={venv}")
-    write = f"binder/make_requirements.py --cpu-lock {venv}/requirements-cpu.txt"
+    write = f"-m booktools.binder_requirements --cpu-lock {venv}/requirements-cpu.txt"
     assert write in cpu and f"pip install --quiet -r {venv}/requirements-cpu.txt" in cpu, cpu
     assert "-r requirements.txt" not in cpu, cpu
     # What that writes: every pin of the lock but the CUDA-only ones, and the CPU index.
     lock = _pins((ROOT / "requirements.txt").read_text())
     written = tmp_path / "requirements-cpu.txt"
-    subprocess.run([sys.executable, ROOT / "binder" / "make_requirements.py", "--cpu-lock",
-                    written], check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "booktools.binder_requirements", "--cpu-lock",
+                    written], cwd=ROOT, check=True)  # fmt: skip
     text = written.read_text()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text.splitlines()
     cpu_pins = _pins(text)

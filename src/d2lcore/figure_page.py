@@ -10,7 +10,7 @@ the plot when plotly.js has loaded and the figure comes near the viewport, and f
 every change. A figure's kind ("sliders", "playground") says which page script draws it.
 
 Neither plotly.js nor the page scripts need to be in the figure's HTML: the book loads
-them once per page (``_ext/offline_assets.py``). A figure also carries them inline, run
+them once per page (``booktools/offline_assets.py``). A figure also carries them inline, run
 only where the page has not defined them (a notebook shown outside the book), and its
 style sheet ``figure.css``; the book removes those copies.
 """

@@ -3,7 +3,7 @@
 Colab opens notebooks (``.ipynb``) from a GitHub path, not the book's MyST Markdown, so
 the theme's own Colab button (which links the page's ``.md`` on the book's branch) does
 not work for this book. CI publishes each executed chapter as a notebook on the branch
-named by ``d2l_colab_branch`` (``tools/colab_notebooks.py``); the entry added here opens
+named by ``d2l_colab_branch`` (``booktools/colab_notebooks.py``); the entry added here opens
 ``<that branch>/<page>.ipynb``. It goes in the menu the theme builds for notebook pages
 (after its Binder entry), so pages without a kernel get none.
 """

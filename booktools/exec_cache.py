@@ -113,7 +113,7 @@ def _write_cached_outputs(app: Sphinx, doctree: Any) -> None:
 
     On a cache hit myst-nb renders the cached outputs but writes the notebook as it read
     it, without outputs (myst-nb 1.4: it merges into a copy). The Colab notebooks are
-    made from these files (tools/colab_notebooks.py), so after a page is read, its
+    made from these files (booktools/colab_notebooks.py), so after a page is read, its
     notebook is rewritten with the outputs of its cache record.
     """
     env = app.env

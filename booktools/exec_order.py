@@ -1,9 +1,9 @@
 """The order pages execute in and the cores each gets: shared by the book build
 (``parallel_exec.py``, a Sphinx extension), the Binder rehearsal and the GPU check
-(``tools/gpu_check.py``, which runs where Sphinx is not installed). No Sphinx here.
+(``booktools/gpu_check.py``, which runs where Sphinx is not installed). No Sphinx here.
 
 The longest pages start first, by the seconds each took when last measured
-(``exec_times.json`` beside this file; update them from ``tools/exec_report.py`` when a
+(``exec_times.json`` beside this file; update them from ``booktools/exec_report.py`` when a
 page's time changes much), so that the short ones fill in at the end. A page missing
 from the file starts before all of them: it may be the longest.
 """

@@ -9,8 +9,8 @@ and Notebook 7.4.7, whatever ``jupyterlab==4.*`` resolves to today. The Binder r
 (tests/test_binder.py) installs these pins first, then ``binder/requirements.txt`` on top,
 as repo2docker does, so it tests the JupyterLab readers really get.
 
-    python tools/repo2docker_lock.py            # the pins, one per line
-    python tools/repo2docker_lock.py --out F    # written to F
+    python -m booktools.repo2docker_lock            # the pins, one per line
+    python -m booktools.repo2docker_lock --out F    # written to F
 
 Standard library only (the wheel is a zip file): any Python 3.11 runs it.
 """

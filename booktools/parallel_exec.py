@@ -17,7 +17,7 @@ and reports the failure as it always does. With fewer than two pages to execute,
 ``D2L_EXECUTE_JOBS=1``, this extension does nothing and myst-nb executes as usual.
 
 The pages executed here are listed in the cache folder (``d2l-executed.json``), so that
-``tools/exec_report.py`` reports them as executed in this build, not as cache hits.
+``booktools/exec_report.py`` reports them as executed in this build, not as cache hits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import os
 import re
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -40,12 +39,7 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
-# exec_order.py is beside this file. Sphinx puts this folder on sys.path for its local
-# extensions; a test that loads this file by its path may not.
-_HERE = str(Path(__file__).parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-from exec_order import longest_first, threads_per_job  # noqa: E402
+from booktools.exec_order import longest_first, threads_per_job
 
 LOGGER = logging.getLogger(__name__)
 JOBS_ENV = "D2L_EXECUTE_JOBS"

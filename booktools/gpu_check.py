@@ -8,7 +8,7 @@ temporary folder with ``--wheels``. Each page runs in a fresh interpreter, in th
 chapters' folder, cell by cell (its MyST code cells read as jupytext reads them), with
 the page's own assertions; each cell is timed.
 
-    python tools/gpu_check.py OUT [--profile gpu] [--budget-min 8] [--pages NAME ...]
+    python -m booktools.gpu_check OUT [--profile gpu] [--budget-min 8] [--pages NAME ...]
                               [--jobs 1] [--wheels .gpu-wheels] [--no-bench] [--quick-bench]
 
 OUT receives ``gpu_check.json`` and ``gpu_check.md``: the device, torch and CUDA
@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from booktools import exec_order, toc
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A cell slower than this is listed with its time (the cells that train).
@@ -109,9 +111,8 @@ def read_cells(page: Path) -> list[Cell]:
 
 
 def pages_in_toc(root: Path = ROOT) -> list[Path]:
-    """The chapters, in the table of contents' order."""
-    toc = (root / "_toc.yml").read_text()
-    return [root / f"{name}.md" for name in re.findall(r"file:\s*(chapters/[\w-]+)", toc)]
+    """The chapters' files, in the table of contents' order."""
+    return [root / f"{name}.md" for name in toc.chapters(root)]
 
 
 def figures_to_json() -> None:
@@ -169,7 +170,6 @@ def run_page(page: Path, result_file: Path) -> int:
 
 
 def environment() -> dict[str, Any]:
-    import importlib.util
 
     import torch
 
@@ -192,7 +192,6 @@ def unpack_wheels(folder: Path, into: Path) -> list[str]:
     """Unpack into ``into`` each wheel in ``folder`` whose modules this Python lacks (a
     wheel is a zip of the files to put on ``sys.path``: no pip needed); what the machine
     has already (its numpy, its IPython) is kept. Returns the wheels unpacked."""
-    import importlib.util
 
     names = []
     for wheel in sorted(folder.glob("*.whl")):
@@ -221,8 +220,9 @@ def check_page(page: Path, env: dict[str, str], seconds_left: float) -> dict[str
         start = time.perf_counter()
         status = "passed"
         try:
-            proc = subprocess.run([sys.executable, __file__, "--run-page", str(page),
-                                   "--result", str(result_file)], env=env, cwd=page.parent,
+            proc = subprocess.run([sys.executable, "-m", "booktools.gpu_check", "--run-page",
+                                   str(page), "--result", str(result_file)],
+                                  env=env, cwd=page.parent,
                                   capture_output=True, text=True,
                                   timeout=max(seconds_left, 1))  # fmt: skip
             if proc.returncode != 0:
@@ -247,23 +247,14 @@ def check_page(page: Path, env: dict[str, str], seconds_left: float) -> dict[str
     return report
 
 
-def _exec_order() -> Any:
-    """``_ext/exec_order.py``, the book build's order of execution (no Sphinx needed)."""
-    spec = importlib.util.spec_from_file_location("exec_order", ROOT / "_ext" / "exec_order.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def check_pages(pages: list[Path], env: dict[str, str], budget: float, start: float,
                 jobs: int) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
     """Check ``pages``, ``jobs`` at a time, the longest first (by the book's recorded
-    execution times, ``_ext/exec_times.json``); a page that would start with under 5 s
+    execution times, ``booktools/exec_times.json``); a page that would start with under 5 s
     of the budget left is not reached. Returns the reports and the pages not reached,
     each in the order of ``pages``."""
     names = [f"chapters/{page.stem}" for page in pages]
-    order = ([names.index(n) for n in _exec_order().longest_first(names)] if jobs > 1
+    order = ([names.index(n) for n in exec_order.longest_first(names)] if jobs > 1
              else list(range(len(pages))))  # fmt: skip
     done: dict[int, dict[str, Any] | None] = {}
 
@@ -363,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     budget = args.budget_min * 60
     env = {**os.environ, "D2L_PROFILE": args.profile, "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
                                                        os.environ.get("PYTHONPATH")]))}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="gpu_check_site_") as site:
         wheels = unpack_wheels(args.wheels, Path(site)) if args.wheels else []
@@ -382,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             pages = [by_name.get(n) or Path(n).resolve() for n in args.pages]
         page_env = dict(env)
         if args.jobs > 1:  # share the cores out, as the book's parallel build does
-            page_env.setdefault("OMP_NUM_THREADS", str(_exec_order().threads_per_job(args.jobs)))
+            page_env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(args.jobs)))
         pages_start = time.perf_counter()
         checked, report["not_reached"] = check_pages(pages, page_env, budget, start, args.jobs)
         report["pages"] = checked

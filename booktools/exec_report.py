@@ -19,9 +19,9 @@ the cache to say which.
 
 Usage::
 
-    python tools/exec_report.py                       # table of _build on stdout
-    python tools/exec_report.py --build _build --markdown report.md --json report.json
-    python tools/exec_report.py --quiet --json report.json   # files only
+    python -m booktools.exec_report                       # table of _build on stdout
+    python -m booktools.exec_report --build _build --markdown report.md --json report.json
+    python -m booktools.exec_report --quiet --json report.json   # files only
 
 The header names the build profile (``D2L_PROFILE``), the device and the torch version of
 the environment the report runs in, so run it where the book was built (the same job in
@@ -100,7 +100,7 @@ def load_environment(build: Path) -> Any:
 
 
 #: In the cache folder: the records the build's parallel step executed and wrote
-#: (_ext/parallel_exec.py); myst-nb then reads them as cache hits.
+#: (booktools/parallel_exec.py); myst-nb then reads them as cache hits.
 EXECUTED_FILE = "d2l-executed.json"
 
 

@@ -13,10 +13,10 @@ Fashion-MNIST through :func:`d2lcore.data.ensure_fashion_mnist` where the page u
 again: after a failed download, or after a runtime restart.
 
 CI publishes the notebooks on the ``colab`` branch, where each page's "Colab" launch
-button (``_ext/colab.py``) points::
+button (``booktools/colab.py``) points::
 
-    python tools/colab_notebooks.py --book _build --out _build/colab
-    python tools/colab_notebooks.py --out /tmp/nb --source "d2lcore @ git+file:///repo@<sha>"
+    python -m booktools.colab_notebooks --book _build --out _build/colab
+    python -m booktools.colab_notebooks --out /tmp/nb --source "d2lcore @ git+file:///repo@<sha>"
 
 The notebooks come from ``<book>/jupyter_execute/`` (where myst-nb writes each executed
 page); a chapter missing there is an error: build the book first.
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from booktools import toc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,9 +147,7 @@ def colab_notebook(notebook: dict[str, Any], *, source: str, d2l: str, commit: s
 
 def chapters() -> list[str]:
     """The chapter pages of ``_toc.yml`` (``chapters/...``), in order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [entry["file"] for entry in toc.get("chapters", [])
-            if entry.get("file", "").startswith("chapters/")]  # fmt: skip
+    return toc.chapters(ROOT)
 
 
 def default_source(commit: str) -> str:
