@@ -54,7 +54,7 @@ export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 # Debian packages, as root: the package index is refreshed only when the install fails.
 APT_INSTALL = (apt-get install -y -q $(1) || (apt-get update -q && apt-get install -y -q $(1))) >/dev/null
 
-.PHONY: book book-ci test test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels
+.PHONY: book book-ci test $(TEST_STAGES) test-build test-binder-env test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
@@ -70,8 +70,50 @@ book-ci: setup
 	D2L_EXECUTE=force $(VENV)/bin/jupyter-book build . --all -W
 	$(PY) -m booktools.exec_report --markdown _build/html/_exec_report.md --json _build/html/_exec_report.json
 
+# The tests run in stages, each a target of its own that can run alone; `make test` runs
+# them all at once, as make's parallel jobs (-k: a failed stage stops none of the others;
+# each stage's output is printed whole when it ends).
+#   test-unit     plain `pytest`: the unit suite (pyproject.toml's addopts deselect the
+#                 markers below), no book build, no chapter run
+#   test-build    the book built for the tests into $(TEST_BUILD), as CI builds it
+#                 (booktools/test_build.py: stopped past its limit, saying what it waited for)
+#   test-book     pytest -m book: the test build's pages, and small books built on purpose
+#   test-browser  pytest -m browser: Chromium over the test build (two workers)
+#   test-binder   pytest -m binder: Binder's environment built beside the book build, its
+#                 grid cache seeded from the build's, then the pages run in it (two workers)
+#   test-colab    pytest -m colab: a chapter's notebook in a stand-in for Colab
+TEST_BUILD := _build/test
+export D2L_TEST_BOOK := $(CURDIR)/$(TEST_BUILD)/_build/html
+BINDER_ENV := _build/binder-rehearsal
+TEST_STAGES := test-unit test-book test-browser test-binder test-colab
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
 test: setup browser linters
-	$(PY) -m pytest -q --durations=15
+	$(MAKE) --no-print-directory -k -j$(words $(TEST_STAGES) x x) --output-sync=target $(TEST_STAGES)
+
+test-unit: setup linters
+	$(PYTEST) --durations=10
+
+test-build: setup
+	$(PY) -m booktools.test_build $(TEST_BUILD)
+
+test-book: test-build
+	$(PYTEST) -m book --durations=5
+
+test-browser: test-build browser
+	$(PYTEST) -m "browser and not binder" -n 2 --durations=5
+
+test-binder-env: setup
+	$(PY) -m tests.binder_env build $(BINDER_ENV)
+
+test-binder: test-build browser test-binder-env
+	$(PY) -m tests.binder_env seed $(BINDER_ENV)
+	D2L_BINDER_ENV=$(CURDIR)/$(BINDER_ENV) $(PYTEST) -m binder -n 2 --durations=5 \
+	  || { status=$$?; $(PY) -m tests.binder_env remove $(BINDER_ENV); exit $$status; }
+	$(PY) -m tests.binder_env remove $(BINDER_ENV)
+
+test-colab: test-build
+	$(PYTEST) -m colab
 
 # The lowest torch release d2lcore supports (pyproject.toml: torch>=...): the unit tests
 # in a second environment, $(COMPAT_VENV), with that torch and every other pin of
@@ -91,8 +133,9 @@ test-compat:
 	  echo "$(COMPAT_VENV) has torch $$installed: replacing it"; rm -rf $(COMPAT_VENV); fi
 	$(MAKE) --no-print-directory VENV=$(COMPAT_VENV) TORCH=$(COMPAT_TORCH) data $(if $(COLAB),vendor)
 	$(COMPAT_VENV)/bin/python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
-	$(COMPAT_VENV)/bin/python -m pytest -q -m "not book and not browser and not binder and not colab"
+	$(COMPAT_VENV)/bin/python -m pytest -q
 ifneq ($(COLAB),)
+	$(MAKE) --no-print-directory VENV=$(COMPAT_VENV) TORCH=$(COMPAT_TORCH) test-build
 	$(COMPAT_VENV)/bin/python -m pytest -q -m colab
 endif
 

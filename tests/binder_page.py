@@ -78,6 +78,10 @@ def main(page: Path) -> int:
         n_cells = len(nb.cells)
         try:
             for index, cell in enumerate(nb.cells[:n_cells]):
+                # What a stalled run was waiting for (the rehearsal shows stderr's end).
+                first = cell.source.strip().splitlines()[:1] or [""]
+                print(f"cell {index} of {n_cells} started: {first[0][:80]}", file=sys.stderr,
+                      flush=True)  # fmt: skip
                 client.execute_cell(cell, index)
         except CellExecutionError as error:
             report["error"] = f"cell {index} failed:\n{error}"
@@ -87,6 +91,7 @@ def main(page: Path) -> int:
         report["seconds"] = round(time.perf_counter() - start, 2)
         report["where"] = json.loads(_run(client, nb, WHERE))
         if "live_controls(" in page.read_text():
+            print("pressing Train on the live controls", file=sys.stderr, flush=True)
             report["live_controls"] = json.loads(_run(client, nb, PRESS_TRAIN))
     print(json.dumps(report))
     return 0

@@ -43,8 +43,6 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,10 +53,12 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from booktools import binder_requirements, exec_order, parallel_exec, repo2docker_lock
+from booktools import binder_requirements, exec_order, repo2docker_lock
 
+from . import binder_env as binder_env_module
+from .binder_env import BinderEnv, copy_repository, repo2docker_pins
 from .browser_helpers import open_offline
-from .conftest import BACKGROUND, ROOT, git, in_background, run_process, toc_pages
+from .conftest import ROOT, git, run_process, toc_pages
 
 BINDER = ROOT / "binder"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -353,48 +353,6 @@ def rehearsal_pages() -> list[str]:
     return [by_name.get(w, w) for w in wanted]
 
 
-@dataclass
-class BinderEnv:
-    repo: Path  # a copy of the repository's files, as Binder clones them
-    prefix: Path  # the virtual environment
-    env: dict[str, str]  # what every command here runs with
-    seconds: dict[str, float] = field(default_factory=dict)
-    # The rehearsal's page runs, once started (see the ``binder_env`` fixture).
-    pool: ThreadPoolExecutor | None = None
-    page_runs: dict[str, Future[subprocess.CompletedProcess[str]]] = field(default_factory=dict)
-
-    @property
-    def python(self) -> Path:
-        return self.prefix / "bin" / "python"
-
-    def run(self, step: str, cmd: list[str | Path], *, timeout: float = 1200,
-            check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        """Run ``cmd`` in the copy with the environment's bin/ first on PATH; time it
-        under ``step`` and, with ``check``, fail with its output when it fails."""
-        start = time.perf_counter()
-        result = run_process([str(c) for c in cmd], cwd=self.repo, env=self.env,
-                             timeout=timeout)  # fmt: skip
-        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - start
-        if check and result.returncode != 0:
-            pytest.fail(f"{step} failed ({' '.join(map(str, cmd))}):\n"
-                        f"{(result.stdout + result.stderr)[-6000:]}", pytrace=False)  # fmt: skip
-        return result
-
-
-def _copy_repository(dest: Path, source_root: Path = ROOT) -> None:
-    """Copy what a clone has: tracked files and new files git does not ignore.
-
-    Works whoever owns the checkout (CI runs the tests as root on a checkout owned by the
-    runner's user): see ``conftest.git``."""
-    listing = git("ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                  cwd=source_root)  # fmt: skip
-    for name in sorted(set(listing.stdout.decode().split("\0")) - {""}):
-        source = source_root / name
-        if source.is_file():  # not deleted in the working tree
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-
-
 def _git_version() -> tuple[int, ...]:
     out = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
     return tuple(int(n) for n in re.findall(r"\d+", out)[:3])
@@ -414,7 +372,7 @@ def test_repository_copy_works_on_a_checkout_owned_by_another_user(
     if owner == "another user" and os.geteuid() != 0:
         pytest.skip("handing files to another user needs root")
     repo = tmp_path / "checkout"
-    _copy_repository(repo)
+    copy_repository(repo)
     git("init", "-q", cwd=repo)
     git("add", "-A", cwd=repo)
     tracked = set(git("ls-files", "-z", cwd=repo).stdout.decode().split("\0")) - {""}
@@ -436,109 +394,34 @@ def test_repository_copy_works_on_a_checkout_owned_by_another_user(
     )
 
     dest = tmp_path / "copy"
-    _copy_repository(dest, repo)
+    copy_repository(dest, repo)
     copied = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert copied == tracked | {"new_page.md"}
 
 
-def _python_for_runtime() -> str:
-    version = (BINDER / "runtime.txt").read_text().strip().removeprefix("python-")
-    python = shutil.which(f"python{version}")
-    if python is None and f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        python = sys.executable
-    if python is None:
-        pytest.fail(f"binder/runtime.txt asks for Python {version}; install python{version}",
-                    pytrace=False)  # fmt: skip
-    return python
-
-
-def _repo2docker_lock() -> dict[str, str]:
-    """``{name: version}`` of the Python packages of repo2docker's environment for
-    binder/runtime.txt's Python (the wheel is downloaded from PyPI once a session)."""
-    tool = repo2docker_lock
-    wheels = Path(tempfile.gettempdir()) / "d2l-repo2docker-wheel"
-    wheels.mkdir(exist_ok=True)
-    return dict(tool.parse_lock(tool.lock_text(tool.runtime_python(), wheels)))
-
-
-def _seed_cache(request: pytest.FixtureRequest, cache: Path) -> None:
-    """Start the rehearsal's grid cache as a copy of the book build's (see the module's
-    docstring); with ``D2L_REHEARSAL_COLD=1``, empty."""
-    cache.mkdir(parents=True)
-    if os.environ.get("D2L_REHEARSAL_COLD") == "1":
-        return
-    request.getfixturevalue("built_book")  # the build fills the cache first
-    source = Path(os.environ.get("D2L_CACHE_DIR") or ROOT / ".d2l_cache")
-    if source.is_dir():
-        shutil.copytree(source, cache, dirs_exist_ok=True)
-
-
-def _build_binder_env(items: list[pytest.Item]) -> BinderEnv:
-    """Binder's environment, built from binder/ alone into a fresh virtual environment
-    (in the background from the start of the session: conftest.in_background)."""
-    # Not under pytest's tmp_path: the environment takes several GB and pytest keeps the
-    # folders of the last three sessions.
-    tmp = Path(tempfile.mkdtemp(prefix="d2l-binder-"))
-    prefix = tmp / "env"
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
-           and not k.startswith(("D2L_", "JUPYTER"))}  # fmt: skip
-    env.update(
-        PATH=f"{prefix / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        VIRTUAL_ENV=str(prefix),
-        # The user's Jupyter folders start empty on Binder; keep this machine's out.
-        JUPYTER_CONFIG_DIR=str(tmp / "home" / ".jupyter"),
-        JUPYTER_DATA_DIR=str(tmp / "home" / ".local" / "share" / "jupyter"),
-        D2L_CACHE_DIR=str(tmp / "cache"),
-    )
-    be = BinderEnv(repo=tmp / "repo", prefix=prefix, env=env)
-    try:
-        _copy_repository(be.repo)
-        be.run("python -m venv", [_python_for_runtime(), "-m", "venv", prefix])
-        # repo2docker's own environment, from the lock inside the jupyter-repo2docker
-        # package (its pip, JupyterLab, Notebook, jupyter_server, ipywidgets, ... at the
-        # versions Binder's image has: booktools/repo2docker_lock.py); binder/requirements.txt
-        # is installed on top of it, as repo2docker does.
-        lock = _repo2docker_lock()
-        pins = tmp / "repo2docker-pins.txt"
-        pins.write_text("".join(f"{name}=={version}\n" for name, version in lock.items()))
-        pip: list[str | Path] = [be.python, "-m", "pip", "install", "--retries", "1",
-                                 "--timeout", "15"]  # fmt: skip
-        be.run("pip install repo2docker's lock", [*pip, "--no-deps", "-r", pins])
-        # What repo2docker runs, less --no-cache-dir (local files here).
-        be.run("pip install -r binder/requirements.txt",
-               [*pip, "-r", "binder/requirements.txt"])  # fmt: skip
-        be.run("binder/postBuild", ["./binder/postBuild"])
-    except BaseException:
-        _remove_binder_env(be)
-        raise
-    return be
-
-
-def _remove_binder_env(be: BinderEnv) -> None:
-    times = {step: round(s, 1) for step, s in be.seconds.items()}
-    print(f"\nBinder rehearsal, seconds: {json.dumps(times)}")
-    shutil.rmtree(be.prefix.parent, ignore_errors=True)
-
-
-in_background("binder_env", _build_binder_env, _remove_binder_env)
+#: Names a Binder environment built before the tests (``make test-binder``:
+#: ``python -m tests.binder_env build``); without it the session builds its own.
+BINDER_ENV_VAR = "D2L_BINDER_ENV"
 
 
 @pytest.fixture(scope="session")
-def binder_env(request: pytest.FixtureRequest) -> Iterator[BinderEnv]:
-    """Binder's environment, its grid cache seeded from the book build's. When a selected
-    test waits for a page's run (``page_runs``), every page starts now, in the
-    background; conftest orders those tests last, after the browser tests."""
-    be: BinderEnv = BACKGROUND["binder_env"].result()
+def binder_env() -> Iterator[BinderEnv]:
+    """Binder's environment: the one ``$D2L_BINDER_ENV`` names (built and seeded by
+    ``make test-binder``, shared by its workers), or one built and seeded now, removed
+    when the session ends."""
+    named = os.environ.get(BINDER_ENV_VAR)
+    if named:
+        yield binder_env_module.load(Path(named))
+        return
+    folder = Path(tempfile.mkdtemp(prefix="d2l-binder-"))
     try:
-        _seed_cache(request, Path(be.env["D2L_CACHE_DIR"]))
-        if any("page_runs" in getattr(item, "fixturenames", ()) for item in request.session.items):
-            _start_page_runs(be)
+        be = binder_env_module.build(folder)
+        binder_env_module.seed(folder)
         yield be
+        times = {step: round(s, 1) for step, s in be.seconds.items()}
+        print(f"\nBinder rehearsal, seconds: {json.dumps(times)}")
     finally:
-        if be.pool is not None:  # the tests interrupted: start no other page
-            be.pool.shutdown(wait=True, cancel_futures=True)
-        _remove_binder_env(be)
+        binder_env_module.remove(folder)
 
 
 @pytest.mark.binder
@@ -565,7 +448,7 @@ def test_binder_environment_is_consistent(binder_env: BinderEnv):
     # The JupyterLab and Notebook that Binder's image serves: repo2docker's, unless
     # binder/requirements.txt pins others (then those are what readers get).
     ours = _pins((BINDER / "requirements.txt").read_text())
-    lock = _repo2docker_lock()
+    lock = repo2docker_pins()
     for name in ("jupyterlab", "notebook"):
         assert found[name] == ours.get(name, lock[name]), (name, found[name])
     assert found["torch"].split("+")[0] == _pins((BINDER / "requirements.txt").read_text())["torch"]
@@ -603,7 +486,8 @@ def jupyterlab(binder_env: BinderEnv) -> Iterator[str]:
            "--ServerApp.allow_origin=*"]  # fmt: skip
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    log = binder_env.prefix.parent / "jupyterlab.log"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # one server per worker
+    log = binder_env.folder / f"jupyterlab-{worker}.log"
     with log.open("w") as out:
         server = subprocess.Popen([str(c) for c in cmd], cwd=binder_env.repo, env=binder_env.env,
                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
@@ -766,54 +650,32 @@ def test_live_code_runs_the_page_and_trains_from_its_controls(browser, site: str
 PAGE_TIMEOUT_S = 1200
 
 
-Run = subprocess.CompletedProcess[str]
-
-
-def _run_page(binder_env: BinderEnv, page: str, env: dict[str, str]) -> Run:
-    def run() -> Run:
+def _run_page(binder_env: BinderEnv, page: str) -> subprocess.CompletedProcess[str]:
+    """``page`` run in Binder's kernel (tests/binder_page.py), with this worker's share of
+    the cores (``make test-binder`` runs the pages on two pytest-xdist workers)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    env = dict(binder_env.env)
+    env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(workers)))
+    try:
         return run_process(
             [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"),
              f"{page}.md"],
             cwd=binder_env.repo, env=env, timeout=PAGE_TIMEOUT_S,
         )  # fmt: skip
-
-    try:
-        return run()
-    except subprocess.TimeoutExpired:
-        # Seen before the CNN page's interact cell was tagged skip-execution: nbclient
-        # waited on an idle kernel, both sides polling, past its own cell timeout (as in
-        # nbclient's issue 312, a cell that displays into an ipywidgets Output). One retry
-        # tells such a lost message from a page that really hangs, which fails again.
-        binder_env.seconds[f"retried {page}"] = PAGE_TIMEOUT_S
-        return run()
-
-
-def _start_page_runs(be: BinderEnv) -> None:
-    """Start every rehearsal page in Binder's environment, as many at a time as the book
-    build executes them (``D2L_EXECUTE_JOBS``, booktools/parallel_exec.py), the longest
-    first."""
-    jobs = parallel_exec.default_jobs()
-    env = dict(be.env)
-    env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(jobs)))
-    pages = exec_order.longest_first(rehearsal_pages())
-    be.pool = ThreadPoolExecutor(max_workers=jobs)
-    be.page_runs = {page: be.pool.submit(_run_page, be, page, env) for page in pages}
-
-
-@pytest.fixture(scope="session")
-def page_runs(binder_env: BinderEnv) -> dict[str, Future[Run]]:
-    """Every rehearsal page's run in Binder's environment (started with the environment);
-    each test waits for its own page."""
-    if binder_env.pool is None:
-        _start_page_runs(binder_env)
-    return binder_env.page_runs
+    except subprocess.TimeoutExpired as stalled:
+        # binder_page.py says on stderr which cell it starts: the last one is what the run
+        # was waiting for.
+        started = [line for line in (stalled.stderr or "").splitlines()
+                   if line.startswith(("cell ", "pressing"))]  # fmt: skip
+        pytest.fail(f"{page} did not finish in Binder's kernel within {PAGE_TIMEOUT_S} s; "
+                    f"it was waiting for {started[-1] if started else 'the kernel to start'}",
+                    pytrace=False)  # fmt: skip
 
 
 @pytest.mark.binder
-@pytest.mark.parametrize("page", rehearsal_pages())
-def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str,
-                                               page_runs: dict[str, Future[Run]]):  # fmt: skip
-    result = page_runs[page].result()
+@pytest.mark.parametrize("page", exec_order.longest_first(rehearsal_pages()))
+def test_page_runs_and_trains_in_binder_kernel(binder_env: BinderEnv, page: str):
+    result = _run_page(binder_env, page)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{page} did not run:\n{(result.stdout + result.stderr)[-6000:]}"
     report = json.loads(lines[-1])

@@ -13,15 +13,12 @@ import math
 import random
 import re
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from .browser_helpers import (
-    CHROMIUM_ARGS,
     controls,
     figure_state,
     move_slider,
@@ -31,7 +28,7 @@ from .browser_helpers import (
     slider_figure_ids,
     wait_for_plots,
 )
-from .conftest import BACKGROUND, CHROMIUM, ROOT, in_background, serving, toc_pages
+from .conftest import toc_pages
 
 pytestmark = pytest.mark.browser
 
@@ -174,92 +171,11 @@ def _check_keyboard(page, fig_ids: list[str]) -> None:
             assert after["shown"] != before["shown"], f"{what}: the figure stayed"
 
 
-class SliderChecks:
-    """The pages' slider checks, shared between this module's tests and a second browser
-    in a background thread (started once the book is built, see ``_check_in_background``):
-    whichever comes to a page first checks it, the other waits for its outcome. The
-    checks take minutes of one core, and the second core is idle for much of that time
-    once Binder's page runs end."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.claimed: dict[str, Future[None]] = {}
-        self.stopped = False
-
-    def claim(self, page_name: str) -> Future[None] | None:
-        """A future for ``page_name``'s check if this caller is the first, else None."""
-        with self.lock:
-            if page_name in self.claimed:
-                return None
-            future: Future[None] = Future()
-            future.set_running_or_notify_cancel()
-            self.claimed[page_name] = future
-            return future
-
-    def run(self, page_name: str, check: Callable[[], None], *, background: bool = False) -> None:
-        """Run ``check`` here if no one has, else wait for that run's outcome (raising
-        what it raised). In the background an outcome is only recorded, for the page's
-        test to report, and a claimed page is skipped."""
-        if background and self.stopped:
-            return
-        future = self.claim(page_name)
-        if future is None:
-            if not background:
-                self.claimed[page_name].result()
-            return
-        try:
-            check()
-        except BaseException as error:
-            future.set_exception(error)
-            if not background:
-                raise
-        else:
-            future.set_result(None)
-
-    def stop(self) -> None:
-        """The session ends: the background starts no other page."""
-        self.stopped = True
-
-
-CHECKS = SliderChecks()
-
-
-def _check_in_background(items: list[pytest.Item]) -> None:
-    """Check the selected slider pages from the last one backwards, in a browser of this
-    thread's own, until this module's tests have reached (claimed) the rest."""
-    pages = [item.callspec.params["page_name"] for item in items
-             if getattr(item, "originalname", "") == "test_every_slider_moves_the_figure"]
-    result = BACKGROUND["built_book"].result(take=False)
-    html = ROOT / "_build" / "html"
-    if (result is not None and result.returncode != 0) or not Path(CHROMIUM).exists():
-        return  # the tests report it
-    from playwright.sync_api import sync_playwright
-
-    pages = [p for p in pages if SLIDER_MARK in (html / f"{p}.html").read_text()]
-    with serving(html) as (site, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for page_name in reversed(pages):
-                CHECKS.run(page_name, lambda p=page_name: _check_every_slider(browser, site, p),
-                           background=True)  # fmt: skip
-        finally:
-            browser.close()
-
-
-in_background("slider_checks", _check_in_background, stop=CHECKS.stop)
-
-
-@pytest.fixture(scope="session")
-def slider_checks() -> SliderChecks:
-    return CHECKS
-
-
 @pytest.mark.parametrize("page_name", toc_pages())
-def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str,
-                                       slider_checks: SliderChecks):  # fmt: skip
+def test_every_slider_moves_the_figure(browser, site: str, built_book: Path, page_name: str):
     if SLIDER_MARK not in (built_book / f"{page_name}.html").read_text():
         pytest.skip("no slider figure on this page")
-    slider_checks.run(page_name, lambda: _check_every_slider(browser, site, page_name))
+    _check_every_slider(browser, site, page_name)
 
 
 @pytest.mark.parametrize("page_name", toc_pages())

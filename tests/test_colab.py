@@ -30,10 +30,8 @@ from packaging.requirements import Requirement
 from booktools import colab, colab_notebooks
 
 from .conftest import (
-    BACKGROUND,
     ROOT,
     git,
-    in_background,
     run_process,
     serving,
     toc_pages,
@@ -312,15 +310,10 @@ class ColabRun:
     asked: list[str] = field(default_factory=list)
 
 
-def _colab_rehearsal(items: list[pytest.Item]) -> ColabRun | None:
-    """The softmax chapter's notebook, from the book just built, run top to bottom in a
-    stand-in for Colab (see the module's docstring). It starts in the background as soon
-    as the book is built (conftest.in_background), beside the browser tests; None if the
-    book build failed (the tests report that)."""
-    built = BACKGROUND["built_book"].result(take=False)
-    if built is not None and built.returncode != 0:
-        return None
-    built_book = ROOT / "_build" / "html"
+@pytest.fixture(scope="session")
+def colab_run(built_book: Path) -> ColabRun:
+    """The softmax chapter's notebook, from the book built for the tests, run top to
+    bottom in a stand-in for Colab (see the module's docstring)."""
     tmp = Path(tempfile.mkdtemp(prefix="d2l-colab-"))
     try:
         with fashion_mnist_mirror() as (url, asked):
@@ -386,19 +379,10 @@ def _run_in_colab_stand_in(built_book: Path, tmp: Path, url: str) -> ColabRun:
     return run
 
 
-in_background("colab_run", _colab_rehearsal)
-
-
-@pytest.fixture(scope="session")
-def colab_run() -> ColabRun | None:
-    return BACKGROUND["colab_run"].result()
-
-
 @pytest.mark.colab
 def test_chapter_notebook_runs_in_a_colab_like_environment(built_book: Path,
-                                                           colab_run: ColabRun | None):  # fmt: skip
+                                                           colab_run: ColabRun):  # fmt: skip
     run = colab_run
-    assert run is not None, "the book build failed"
     assert not run.had_d2lcore, "the stand-in for Colab already has d2lcore"
     assert run.result is not None and run.result.returncode == 0, (
         (run.result.stdout + run.result.stderr)[-6000:] if run.result else run)

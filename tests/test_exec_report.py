@@ -71,6 +71,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+@pytest.mark.book  # builds a book: the book stage, not the unit suite
 def test_report_lists_the_executed_page_then_the_cached_one(tmp_path, monkeypatch):
     # The project's own execution settings (jupyter-cache); the report and the builds
     # share a time zone that is not UTC, to check how cache times are read.

@@ -32,6 +32,7 @@ def test_cells_are_read_as_jupytext_reads_them(page: Path) -> None:
     assert [c.tags for c in ours] == [c.metadata.get("tags", []) for c in theirs]
 
 
+@pytest.mark.book  # runs pages: the book stage, not the unit suite
 def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     """One real page passes, a page with a false assertion fails with its traceback,
     line and output (after a skip-execution cell, which is skipped, and a figure shown
@@ -77,6 +78,7 @@ def test_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert "2 run 2 at a time" in text and "x is 1" in text
 
 
+@pytest.mark.book  # runs pages: the book stage, not the unit suite
 def test_budget_stops_cleanly(tmp_path: Path) -> None:
     slow = tmp_path / "slow_page.md"
     slow.write_text("```{code-cell} ipython3\nimport time\ntime.sleep(60)\n```\n")

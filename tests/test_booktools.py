@@ -1,0 +1,77 @@
+"""booktools' shared pieces: the one reader of the table of contents, and the test build's
+report of what a stopped build was waiting for."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from booktools import test_build, toc
+
+from .conftest import ROOT
+
+
+def test_toc_lists_every_page_in_reading_order(tmp_path: Path):
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\n"
+        "parts:\n"
+        "  - caption: One\n    chapters:\n"
+        "      - file: chapters/a\n        sections:\n          - file: chapters/a_more\n"
+        "      - file: notes\n"
+        "  - caption: Two\n    chapters:\n      - file: chapters/b\n"
+    )  # fmt: skip
+    assert toc.pages(tmp_path) == ["intro", "chapters/a", "chapters/a_more", "notes",
+                                   "chapters/b"]  # fmt: skip
+    assert toc.chapters(tmp_path) == ["chapters/a", "chapters/a_more", "chapters/b"]
+
+
+def test_the_books_own_toc_starts_at_the_intro_and_ends_with_the_references():
+    pages = toc.pages(ROOT)
+    assert pages[0] == "intro" and pages[-1] == "references"
+    assert all((ROOT / f"{page}.md").is_file() for page in pages)
+
+
+@pytest.mark.parametrize("text", ["chapters: [", "- file: a\n"])
+def test_a_broken_toc_is_a_clear_error(tmp_path: Path, text: str):
+    (tmp_path / "_toc.yml").write_text(text)
+    with pytest.raises(ValueError, match="_toc.yml"):
+        toc.pages(tmp_path)
+
+
+LOG = """\
+\x1b[01mmyst-nb v1.4.0:\x1b[39;49;00m NbParserConfig(...)
+executing 3 pages, 2 at a time (1 thread(s) each): chapters/fine_tuning, chapters/attention, chapters/data_operations
+executed chapters/attention in 41.0 s
+"""  # noqa: E501
+
+
+def test_a_stopped_build_names_the_pages_it_was_executing():
+    assert test_build.waiting_for(LOG.splitlines()) == (
+        "executing chapters/fine_tuning, chapters/data_operations")
+    failed = LOG + "chapters/fine_tuning failed in parallel execution (boom); it runs again\n"
+    assert test_build.waiting_for(failed.splitlines()) == "executing chapters/data_operations"
+    reading = LOG + ("executed chapters/fine_tuning in 9.0 s\n"
+                     "executed chapters/data_operations in 2.0 s\n"
+                     "parallel execution: 3 of 3 pages in 52.0 s\n"
+                     "\x1b[01mreading sources... \x1b[39;49;00m[ 50%] "
+                     "\x1b[35mchapters/optimization\x1b[39;49;00m\n")  # fmt: skip
+    assert test_build.waiting_for(reading.splitlines()) == (
+        "reading (and executing) chapters/optimization")
+    assert test_build.waiting_for([]) == "its first output"
+
+
+def test_a_build_past_its_limit_is_stopped_and_says_what_it_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    # A stand-in for jupyter-book that starts executing two pages and then hangs.
+    script = ("import time\n"
+              "print('executing 2 pages, 2 at a time (1 thread(s) each): a, b', flush=True)\n"
+              "print('executed b in 0.1 s', flush=True)\n"
+              "time.sleep(60)\n")  # fmt: skip
+    monkeypatch.setattr(test_build, "command", lambda out: [sys.executable, "-c", script])
+    assert test_build.build(tmp_path, limit_s=1.5) == 1
+    err = capsys.readouterr().err
+    assert "stopped after" in err and "waiting for: executing a" in err, err
+    log = (tmp_path / "build.log").read_text()
+    assert "executed b in 0.1 s" in log and "waiting for: executing a" in log
