@@ -46,6 +46,10 @@ JOBS_ENV = "D2L_EXECUTE_JOBS"
 #: In the execution cache folder: the cache records this build's parallel step wrote.
 EXECUTED_FILE = "d2l-executed.json"
 MAX_DEFAULT_JOBS = 4
+#: How long a worker waits for its kernel to start (nbclient's default is 60 s): on a
+#: loaded machine (``make test`` runs its stages at once on 2 cores) a kernel has taken
+#: longer, and the page then went back to myst-nb to run a second time.
+KERNEL_STARTUP_TIMEOUT_S = 300
 
 
 def default_jobs() -> int:
@@ -86,7 +90,8 @@ def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: 
     folder = tempfile.TemporaryDirectory() if cwd is None else nullcontext(cwd)
     with folder as where:
         result = single_nb_execution(notebook, cwd=where, timeout=timeout,
-                                     allow_errors=allow_errors, meta_override=True)  # fmt: skip
+                                     allow_errors=allow_errors, meta_override=True,
+                                     startup_timeout=KERNEL_STARTUP_TIMEOUT_S)  # fmt: skip
     return result.nb, result.time, result.exc_string if result.err is not None else None
 
 

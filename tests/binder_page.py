@@ -23,6 +23,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 CELL_TIMEOUT_S = 600  # the book build's limit per cell
+KERNEL_STARTUP_TIMEOUT_S = 300  # nbclient's 60 s is short while make test's stages run
 
 # Runs in the page's kernel after its last cell: which Python and d2lcore it used.
 WHERE = """\
@@ -71,6 +72,7 @@ def main(page: Path) -> int:
     nb = jupytext.read(page)
     kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=kernel,
+                            startup_timeout=KERNEL_STARTUP_TIMEOUT_S,
                             resources={"metadata": {"path": str(page.parent)}})  # fmt: skip
     report: dict[str, object] = {"page": str(page), "kernel": kernel}
     start = time.perf_counter()

@@ -245,7 +245,7 @@ def test_a_dead_worker_fails_over_only_its_own_page(tmp_path: Path,
             "of memory))") in log, log[-3000:]
     names = [line.split()[0] for line in runs.read_text().splitlines()]
     assert sorted(names) == ["a", "index", "killer", "killer"], names
-    assert "executed index in" in log and "executed a in" in log
+    assert "executed index in" in log and "executed a in" in log, log[-6000:]
 
 
 @pytest.mark.parametrize("damage", ["truncated database", "missing record"])

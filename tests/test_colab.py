@@ -365,7 +365,8 @@ def _run_in_colab_stand_in(built_book: Path, tmp: Path, url: str) -> ColabRun:
     notebook.write_text(json.dumps(nb))
     runner = ("import sys, nbformat, nbclient\n"
               "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-              "nbclient.NotebookClient(nb, timeout=900, kernel_name='python3').execute()\n"
+              "nbclient.NotebookClient(nb, timeout=900, startup_timeout=300,\n"
+              "                        kernel_name='python3').execute()\n"
               "nbformat.write(nb, sys.argv[1])\n")  # fmt: skip
     run.result = run_process([str(python), "-c", runner, str(notebook)], cwd=notebook.parent,
                              env=env, timeout=1800)  # fmt: skip
