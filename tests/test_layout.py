@@ -17,7 +17,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
                    "conv", "init", "metrics", "train"),
     "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
              "sweep"),
-    "figures": ("figure_page", "figure_text", "plotting", "sliders", "widgets"),
+    "figures": ("figure_page", "figure_text", "plotting", "sliders", "tiles", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
                "sequence_tasks", "transformer", "heads", "checkpoint", "probe", "finetune",
                "playground_data", "playground", "playground_figure", "lr_range"),

@@ -54,11 +54,14 @@ def playground():
 def test_the_figure_stores_every_models_weights_as_float16(playground):
     configs, data, runs, fig = playground
     spec = fig.spec
-    stored = np.frombuffer(base64.b64decode(spec["weights"]), dtype="<f2").astype(np.float32)
+    # One text per model (data set by data set, configuration by configuration), so
+    # that the page decodes only those it shows.
+    assert len(spec["weights"]) == len(data) * len(configs)
     k = 0
     for name in data:
         for c, run in enumerate(runs[name]):
-            part = stored[spec["offsets"][k]:spec["offsets"][k + 1]].reshape(len(SNAPS), -1)
+            stored = np.frombuffer(base64.b64decode(spec["weights"][k]), dtype="<f2")
+            part = stored.astype(np.float32).reshape(len(SNAPS), -1)
             np.testing.assert_allclose(part, run.extras["weights"], rtol=1e-3, atol=1e-4)
             assert spec["layers"][c] == [2] + [configs[c]["width"]] * configs[c]["depth"] + [2]
             k += 1
@@ -363,6 +366,43 @@ def test_the_page_script_writes_the_readout_the_page_was_served_with(tmp_path, b
     *_, fig = playground
     with figure_page(tmp_path, browser, fig.to_html()) as (page, errors):
         assert _shown(page, fig.fig_id)["readout"] == text_of(fig.readout)
+    assert not errors, errors
+
+
+@pytest.mark.browser
+def test_the_page_decodes_only_the_models_it_shows_and_keeps_them(tmp_path, browser,
+                                                                  playground):  # fmt: skip
+    """The first draw decodes one model (the one shown), not every model of the page; a
+    control that shows another model decodes that one, and one shown again is not
+    decoded again. A link with a configuration decodes that configuration's model."""
+    configs, data, runs, fig = playground
+    n = len(configs)
+
+    def decoded(page: Any) -> list[int]:
+        return page.evaluate(
+            "(id) => Object.keys(document.getElementById(id).d2lDecoded).map(Number)"
+            ".sort((a, b) => a - b)", fig.fig_id)  # fmt: skip
+
+    default = fig.spec["steps"].index(fig.spec["default"])
+    with figure_page(tmp_path, browser, fig.to_html()) as (page, errors):
+        assert decoded(page) == [default]
+        move_slider(page, fig.fig_id, 7, 0)  # another epoch of the same model
+        assert decoded(page) == [default]
+        move_slider(page, fig.fig_id, 0, 1)  # the second data set
+        assert decoded(page) == [default, n + default]
+        first = f"document.getElementById('{fig.fig_id}').d2lDecoded[{default}]"
+        page.evaluate(f"() => {{ window.kept = {first}; }}")
+        move_slider(page, fig.fig_id, 0, 0)  # back: kept, not decoded again
+        assert decoded(page) == [default, n + default]
+        assert page.evaluate(f"() => {first} === window.kept")
+        url = page.url.split("#")[0]
+        page.goto(f"{url}#{fig.fig_id}:dataset=xor,lr=0.3")
+        page.reload()
+        page.wait_for_function("(id) => document.getElementById(id).d2lShown", arg=fig.fig_id)
+        lr = fig.spec["steps"].index([1, 1, 0, 1, 0, 1])  # lr 0.3, the rest at the default
+        assert decoded(page) == [n + lr]
+        assert _shown(page, fig.fig_id)["readout"].startswith(
+            "xor: width 4, depth 2, activation relu, learning rate 0.3")
     assert not errors, errors
 
 

@@ -99,6 +99,20 @@ def test_tile_lays_images_out_with_gaps_and_centres_smaller_ones():
     assert t.array[:, 4].tolist() == [0.0] * 8 and t.array[3:5].max() == 0.0
 
 
+def test_relaid_puts_the_same_images_in_other_columns():
+    images = [np.full((3, 4), j + 1.0) for j in range(5)] + [np.full((1, 2), -1.0)]
+    t = tile(images, cols=3, row_gap=2, col_gap=1)
+    assert (t.cols, t.row_gap, t.col_gap) == (3, 2, 1)
+    two = t.relaid(2)
+    assert two.array.shape == (3 * 3 + 2 * 2, 2 * 4 + 1) and two.cols == 2
+    for c in (1, 2, 3, 6):
+        again = t.relaid(c)
+        assert again.corners == tile(images, cols=c, row_gap=2, col_gap=1).corners
+        for j, image in enumerate(images):
+            np.testing.assert_array_equal(again.image(j), image)
+    assert t.relaid(10).cols == 6  # no more columns than images
+
+
 @pytest.mark.parametrize("images, kwargs, message", [
     ([], {"cols": 2}, "no images"),
     ([np.zeros(3)], {"cols": 2}, "2-D"),

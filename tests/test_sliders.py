@@ -7,6 +7,7 @@ the keyboard, on a phone's width, without JavaScript and through links."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import html as htmllib
 import http.server
@@ -25,6 +26,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import plotly
 import plotly.graph_objects as go
 import pytest
@@ -43,7 +45,9 @@ from d2lcore.figure_page import (
 )
 from d2lcore.figure_text import default_fig_id, describe_config, format_value, readout
 from d2lcore.grid import GridResults, grid_configs
+from d2lcore.plotting import percent_heatmap, tile
 from d2lcore.sliders import SliderFigure, slider_figure, trace_slider_figure
+from d2lcore.tiles import set_tiles
 from d2lcore.train import History, RunResult
 
 from .browser_helpers import (
@@ -643,6 +647,67 @@ def test_rows_of_small_panels_get_a_lower_plot_and_narrower_gaps():
 
 
 # ----------------------------------------------------------------------------------
+# Images tiled into one heat map (set_tiles)
+
+TILE_LABELS = [f"template {j}" for j in range(10)]
+
+
+def tile_images(k: int) -> list[np.ndarray]:
+    """Ten 28 x 28 images (the last one 20 x 24) of configuration ``k``: image j's pixel
+    (r, c) holds a number that says which configuration, image and pixel it is."""
+    return [(np.add.outer(np.arange(28 if j < 9 else 20), np.arange(28 if j < 9 else 24))
+             % 50 + j + 10 * k) for j in range(10)]  # fmt: skip
+
+
+def make_tile_figure(tiles: bool = True) -> tuple[PageFigure, list]:
+    """Ten images in two rows of five per configuration of a 2-configuration grid, drawn
+    as percent heat maps with a colour bar below (as the book's templates), labelled by
+    :func:`set_tiles` if ``tiles``; also the tilings."""
+    tilings = [tile(tile_images(k), cols=5, row_gap=6, col_gap=2) for k in range(2)]
+    fig = trace_slider_figure(
+        {"lr": [0.1, 1.0]}, [[percent_heatmap(t.array, scale=100.0, showscale=True,
+                                              colorbar={"orientation": "h", "y": -0.04,
+                                                        "yanchor": "top"})]
+                             for t in tilings],
+        title="Templates", xaxis_title="", yaxis_title="", plot_height=250)  # fmt: skip
+    return (set_tiles(fig, tilings[0], TILE_LABELS) if tiles else fig), tilings
+
+
+def test_tiles_are_labelled_square_and_carry_their_layouts_for_a_narrow_screen():
+    fig, (first, _) = make_tile_figure()
+    height, width = first.array.shape
+    labels = [a for a in fig.figure.layout.annotations if a.text in TILE_LABELS]
+    assert [a.text for a in labels] == TILE_LABELS
+    # Each label centred over its tile, in the blank rows above it.
+    (top, left), (_, w) = first.corners[9], first.shapes[9]
+    assert (labels[9].x, labels[9].y) == (left + (w - 1) / 2, top - 0.5)
+    x, y = fig.figure.layout.xaxis, fig.figure.layout.yaxis
+    assert not x.visible and not y.visible and y.scaleanchor == "x"
+    assert tuple(x.range) == (-0.5, width - 0.5) and tuple(y.range) == (height - 0.5, -6.5)
+    assert fig.figure.layout.margin.l == fig.figure.layout.margin.r == 10
+    spec = json_loads_data(fig.to_html(), fig.fig_id)["tiles"]
+    assert spec["traces"] == [0] and spec["cell_width"] == 28 and spec["min_width"] == 84
+    assert spec["annotations"] == [fig.figure.layout.annotations.index(a) for a in labels]
+    # One layout per number of columns, the last the figure's own: what relaid draws.
+    assert [lay["cols"] for lay in spec["layouts"]] == [1, 2, 3, 4, 5]
+    for lay in spec["layouts"]:
+        again = first.relaid(lay["cols"])
+        assert lay["shape"] == list(again.array.shape)
+        assert lay["corners"] == [list(c) for c in again.corners]
+        assert lay["y_range"] == [again.array.shape[0] - 0.5, -6.5]
+    with pytest.raises(ValueError, match="9 labels for 10 tiles"):
+        set_tiles(make_tile_figure(tiles=False)[0], first, TILE_LABELS[:9])
+    with pytest.raises(ValueError, match="without tiles"):
+        set_tiles(fig, first, TILE_LABELS)
+    other = trace_slider_figure({"lr": [0.1, 1.0]}, [[go.Heatmap(z=[[k]])] for k in range(2)],
+                                title="t", xaxis_title="", yaxis_title="")  # fmt: skip
+    with pytest.raises(ValueError, match="no heat map of shape"):
+        set_tiles(other, first, TILE_LABELS)
+    with pytest.raises(ValueError, match="one panel"):
+        set_tiles(make_map_figure(), first, TILE_LABELS)
+
+
+# ----------------------------------------------------------------------------------
 # Hostile text: nothing a page embeds can end a <script> block or become markup
 
 HOSTILE = "</script><script>window.__pwned = 1</script><!--"
@@ -722,6 +787,21 @@ def test_default_ids_are_the_same_in_every_build():
     assert default_fig_id("Loss (α)", {"lr": [0.1]}) == "loss-lr-64c80092"
     fig = slider_figure(make_grid(), title="Loss (α)")
     assert fig.fig_id == default_fig_id("Loss (α)", AXES)
+
+
+def test_readout_of_an_early_stopped_run_says_which_epoch_the_test_measured():
+    """A run that kept its best epoch's weights (``fine_tune(restore_best=True)``) reads
+    its final validation accuracy, then the best one and the epoch whose weights the test
+    accuracy was measured with, so the two are not read as one epoch's."""
+    run = make_grid().runs[0]
+    last = run.history.val_acc[-1]
+    kept = dataclasses.replace(run, metrics={"best_epoch": 2.0, "best_val_acc": 0.8125},
+                               test_acc=0.79)  # fmt: skip
+    text = readout(kept)
+    assert f"validation accuracy {100 * last:.2f}%" in text
+    assert "best validation accuracy 81.25% at epoch 2, whose weights are kept" in text
+    assert text.endswith("test accuracy 79.00% with them")
+    assert "with them" not in readout(dataclasses.replace(run, test_acc=0.79))
 
 
 def test_describe_config_is_the_readouts_wording():
@@ -1205,6 +1285,64 @@ def test_on_a_phone_the_panels_stack_and_nothing_overflows(phone_page, browser):
         arg=maps.fig_id, timeout=5_000,
     )  # fmt: skip
     page.close()
+    assert errors == []
+
+
+_TILES = """(id) => { const gd = document.getElementById(id);
+  const labels = Array.from(gd.querySelectorAll('.annotation')).map(a => {
+    const r = a.getBoundingClientRect();
+    return [a.textContent, r.left, r.top, r.right, r.bottom]; });
+  const img = gd.querySelector('.hm image, image').getBoundingClientRect();
+  return {z: gd.data[0].z, labels: labels,
+          image: [img.left, img.top, img.right, img.bottom],
+          scroll: document.documentElement.scrollWidth}; }"""
+
+
+@pytest.mark.browser
+def test_on_a_phone_tiles_go_in_fewer_columns_each_wide_enough_and_labelled(tmp_path,
+                                                                           browser):  # fmt: skip
+    """Ten images in rows of five: on a phone (390 and 320 pixels) in rows of as many as
+    are 84 pixels wide or more, their labels above them, none over another, the pixels
+    square; every configuration laid out so; on a wide screen in rows of five again."""
+    fig, tilings = make_tile_figure()
+    with serve_page(tmp_path, fig.to_html()) as url:
+        page, errors = open_page(browser, url, width=390, height=844)
+        for width, step in ((390, 0), (320, 1)):
+            if width != 390:
+                page.set_viewport_size({"width": width, "height": 700})
+                page.wait_for_timeout(400)  # the page script waits for the resizing to stop
+                move_slider(page, fig.fig_id, 0, step)
+            shown = page.evaluate(_TILES, fig.fig_id)
+            assert shown["scroll"] <= width
+            z = np.array(shown["z"])
+            cols = next(c for c in range(1, 6) if z.shape == tilings[step].relaid(c).array.shape)
+            assert cols < 5, f"five columns at {width} px"
+            np.testing.assert_array_equal(z, np.rint(tilings[step].relaid(cols).array))
+            # Each tile at least 84 pixels wide, with square pixels.
+            image = shown["image"]
+            scale = (image[2] - image[0]) / z.shape[1]
+            assert 28 * scale >= 84 - 0.5, f"{28 * scale:.0f} px a tile at {width} px"
+            assert (image[3] - image[1]) / z.shape[0] == pytest.approx(scale, rel=0.02)
+            assert image[0] >= -0.5 and image[2] <= width + 0.5
+            # The labels in order, each above its own tile, none over another.
+            labels = shown["labels"]
+            assert [lab[0] for lab in labels] == TILE_LABELS
+            corners = tilings[step].relaid(cols).corners
+            for (text, left, _, right, bottom), (row, col) in zip(labels, corners, strict=True):
+                centre = image[0] + (col + 14) * scale
+                assert left < centre < right, f"{text} is not over its tile"
+                assert bottom <= image[1] + row * scale + 1, f"{text} is not above its tile"
+            for a, b in itertools.combinations(labels, 2):
+                apart = a[3] <= b[1] + 0.5 or b[3] <= a[1] + 0.5 or a[4] <= b[2] + 0.5 \
+                    or b[4] <= a[2] + 0.5
+                assert apart, f"{a[0]} and {b[0]} overlap at {width} px"
+        page.set_viewport_size({"width": 1000, "height": 900})
+        page.wait_for_function(
+            f"(id) => document.getElementById(id).data[0].z[0].length === "
+            f"{tilings[1].array.shape[1]}", arg=fig.fig_id, timeout=5_000)  # fmt: skip
+        np.testing.assert_array_equal(page.evaluate(_TILES, fig.fig_id)["z"],
+                                      np.rint(tilings[1].array))
+        page.close()
     assert errors == []
 
 

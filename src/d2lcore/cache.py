@@ -38,7 +38,7 @@ STALE_TMP_SECONDS = 3600.0
 #: default). ``optim.py`` runs optimizers on a 2-D quadratic for a figure; no grid trains
 #: with it. ``keys.py`` decides what a key reads, not what a run computes.
 FIGURE_MODULES = ("plotting.py", "figure_page.py", "figure_text.py", "sliders.py",
-                  "widgets.py", "playground_figure.py", "profile.py", "diagnostics.py",
+                  "tiles.py", "widgets.py", "playground_figure.py", "profile.py", "diagnostics.py",
                   "optim.py", "cache.py", "keys.py", "__init__.py")  # fmt: skip
 
 

@@ -15,7 +15,8 @@
  * - draws the plot with plotly when plotly.js has loaded and the figure comes near the
  *   viewport, then the figures further away one at a time while the page is idle, so the
  *   page paints its text first;
- * - stacks a figure's panels on a narrow screen (a phone) and back.
+ * - stacks a figure's panels on a narrow screen (a phone) and back, and lays a figure's
+ *   tiled images out in fewer columns there.
  *
  * What a figure draws is its kind's: register(name, factory) adds one; factory(gd, data)
  * returns {resolve(steps, moved), readout(steps), draw(steps, layout), show(steps),
@@ -31,7 +32,7 @@
 (function (root) {
   'use strict';
 
-  var VERSION = 4;
+  var VERSION = 5;
   if (root.d2lFigures && root.d2lFigures.version >= VERSION) {
     return;
   }
@@ -126,6 +127,55 @@
     });
     lay.d2lColumns = cols;
     return lay;
+  }
+
+  // ---------------------------------------------------------------- tiles on a phone
+
+  // The layout for a figure of tiled images (data.tiles, d2lcore.tiles.set_tiles) on a
+  // plot `width` pixels wide: the tiles in as many columns as hold them at
+  // tiles.min_width pixels each (at least one), their labels above them, the axes'
+  // ranges and a plot as tall as square pixels need; the same layout where all fit.
+  // lay.d2lColumns is the number of columns and lay.d2lTiles their layout.
+  function arrangeTiles(layout, tiles, width) {
+    if (!tiles) { return layout; }
+    var plotW = width - layout.margin.l - layout.margin.r, n = tiles.layouts.length;
+    var cols = 1;
+    while (cols < n &&
+      plotW * tiles.cell_width / tiles.layouts[cols].shape[1] >= tiles.min_width) { cols++; }
+    if (cols >= n) { return layout; }
+    var to = tiles.layouts[cols - 1], lay = copy(layout);
+    lay.annotations = (layout.annotations || []).map(copy);
+    tiles.annotations.forEach(function (a, j) {
+      lay.annotations[a].x = to.labels[j][0];
+      lay.annotations[a].y = to.labels[j][1];
+    });
+    lay.xaxis = copy(layout.xaxis);
+    lay.yaxis = copy(layout.yaxis);
+    lay.xaxis.range = to.x_range.slice();
+    lay.yaxis.range = to.y_range.slice();
+    var plotH = plotW * (to.y_range[0] - to.y_range[1]) / (to.x_range[1] - to.x_range[0]);
+    lay.height = Math.ceil(layout.margin.t + plotH + layout.margin.b);
+    lay.d2lColumns = cols;
+    lay.d2lTiles = to;
+    return lay;
+  }
+
+  // The tiled array z (rows of numbers, laid out as tiles.layouts' last) with its tiles
+  // moved to where the layout `to` puts them, blank (0) between them.
+  function retile(z, tiles, to) {
+    var from = tiles.layouts[tiles.layouts.length - 1], out = [];
+    for (var r = 0; r < to.shape[0]; r++) {
+      var row = new Array(to.shape[1]);
+      for (var c = 0; c < to.shape[1]; c++) { row[c] = 0; }
+      out.push(row);
+    }
+    tiles.shapes.forEach(function (shape, j) {
+      var a = from.corners[j], b = to.corners[j];
+      for (var i = 0; i < shape[0]; i++) {
+        for (var k = 0; k < shape[1]; k++) { out[b[0] + i][b[1] + k] = z[a[0] + i][a[1] + k]; }
+      }
+    });
+    return out;
   }
 
   // ---------------------------------------------------------------- drawing, lazily
@@ -232,7 +282,7 @@
   Figure.prototype.layout = function () {
     var width = this.gd.getBoundingClientRect().width || this.el.clientWidth || 800;
     var lay = arrange(this.data.figure.layout, this.data.panels, width);
-    return lay;
+    return arrangeTiles(lay, this.data.tiles, width);
   };
 
   Figure.prototype.draw = function () {
@@ -261,10 +311,17 @@
   // data.traces: every configuration's traces, in grid order (d2lcore.grid.Grid);
   // configuration k is sum(steps[i] * strides[i]) and owns traces
   // k * per_config ... (k + 1) * per_config - 1. gd.d2lTraces keeps them all and
-  // gd.d2lShown is the configuration plotly holds.
+  // gd.d2lShown is the configuration plotly holds. Tiled images laid out anew
+  // (arrangeTiles) are moved when shown, and kept.
   function sliders(gd, data) {
-    var all = data.traces, layout = data.figure.layout;
+    var all = data.traces, layout = data.figure.layout, tiled = {};
     gd.d2lTraces = all;
+
+    function tiledZ(t, to) {
+      var key = t + ':' + to.cols;
+      if (!(key in tiled)) { tiled[key] = retile(all[t].z, data.tiles, to); }
+      return tiled[key];
+    }
 
     function flat(steps) {
       var k = 0;
@@ -274,9 +331,12 @@
 
     function plotted(steps, lay) {
       var k = flat(steps);
-      var traces = all.slice(k * data.per_config, (k + 1) * data.per_config).map(function (t) {
+      var traces = all.slice(k * data.per_config, (k + 1) * data.per_config).map(function (t, i) {
         var trace = copy(t);  // the same data arrays: nothing is copied but the keys
         trace.visible = true;
+        if (lay.d2lTiles && data.tiles.traces.indexOf(i) >= 0) {
+          trace.z = tiledZ(k * data.per_config + i, lay.d2lTiles);
+        }
         return trace;
       });
       var out = copy(lay);  // new annotations, so that react sees what changed

@@ -92,6 +92,36 @@ class Control:
 
 
 @dataclass(frozen=True)
+class TileLayout:
+    """The tiles of :class:`Tiles` in ``cols`` columns: the tiled array's ``shape``, each
+    tile's top row and left column, where its label goes (x, y) and the axes' ranges."""
+
+    cols: int
+    shape: tuple[int, int]
+    corners: list[tuple[int, int]]
+    labels: list[tuple[float, float]]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """What the page script needs to lay a figure's tiled images
+    (:func:`d2lcore.tiles.set_tiles`) out again in fewer columns on a narrow screen: the
+    traces of a configuration's set that hold them, each tile's shape, the width of the
+    widest, its layout in 1, 2, ..., ``len(layouts)`` columns (the last is the figure's
+    own), the label annotation of each tile and the narrowest a tile may be on the screen
+    (CSS pixels)."""
+
+    traces: list[int]
+    shapes: list[tuple[int, int]]
+    cell_width: int
+    layouts: list[TileLayout]
+    annotations: list[int]
+    min_width: int
+
+
+@dataclass(frozen=True)
 class Panels:
     """Where a figure's panels are, so that the page script can stack them on a narrow
     screen: ``rows`` x ``cols`` of them, ``cells`` row by row as ``(x axis, y axis,

@@ -100,8 +100,15 @@ def readout(run: RunResult, labels: Mapping[str, str] | None = None) -> str:
             line += f", validation loss {_fmt_loss(h.val_loss[-1])}"
         # Accuracies on a line of their own, so the readout fits a phone's width.
         accuracies = [f"validation accuracy {_fmt_acc(h.val_acc[-1])}"] if h.val_acc else []
+        best_epoch = run.metrics.get("best_epoch")
+        if best_epoch is not None and "best_val_acc" in run.metrics:
+            # Early stopping kept another epoch's weights: the test measured those.
+            accuracies.append(f"best validation accuracy "
+                              f"{_fmt_acc(run.metrics['best_val_acc'])} at epoch "
+                              f"{int(best_epoch)}, whose weights are kept")  # fmt: skip
         if run.test_acc is not None:
-            accuracies.append(f"test accuracy {_fmt_acc(run.test_acc)}")
+            accuracies.append(f"test accuracy {_fmt_acc(run.test_acc)}"
+                              + (" with them" if best_epoch is not None else ""))
         if accuracies:
             line += "<br>" + ", ".join(accuracies)
     return f"<b>{config}</b><br>{line}"

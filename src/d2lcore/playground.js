@@ -3,13 +3,16 @@
  * script figure.js: its controls are the data set, each hyperparameter and the epoch.
  *
  * The figure's data holds every trained model's weights at a few epochs (float16,
- * base64): on every change this script finds the selected model, evaluates it on the
- * plane's grid (the MLP's forward pass, as torch computes it: Linear, activation, ...,
- * Linear, softmax) and draws the boundary, the data set's points and the loss curves so
- * far as three layout images; figure.js writes the readout. Plotly redraws layout images
- * alone, where a change of a trace would redraw the whole figure; the figure's own
- * traces (Python draws the first view with them, for a renderer without this script)
- * give way to the images once, and stay only for the legend. Under the pointer, or where
+ * base64, one text per model and data set): on every change this script finds the
+ * selected model, decodes its weights and losses the first time it is shown (and keeps
+ * them: the page holds every model trained, and a reader looks at a few), evaluates
+ * it on the plane's grid (the MLP's forward pass, as torch computes it: Linear,
+ * activation, ..., Linear, softmax) and draws the boundary, the data set's points and
+ * the loss curves so far as three layout images; figure.js writes the readout. Plotly
+ * redraws layout images alone, where a change of a trace would redraw the whole figure.
+ * The figure's own traces (Python draws the first view with them, for a renderer
+ * without this script) are drawn empty, for the legend only: plotly draws the plot once,
+ * then the images. Under the pointer, or where
  * a finger taps, a small label gives the model's P(class 1) there. Only some
  * combinations of hyperparameters were trained (each axis around a default, and the
  * crossed pairs): a control moved to a value trained only with the others at their
@@ -21,7 +24,7 @@
 (function (root) {
   'use strict';
 
-  var VERSION = 3;
+  var VERSION = 4;
   if (root.d2lPlayground && root.d2lPlayground.version >= VERSION) {
     return;
   }
@@ -178,8 +181,16 @@
   // The kind: figure.js calls it with the plot's div and the figure's data (S).
   function playground(gd, S) {
     gd.classList.add('d2l-playground');  // tests tell it from the slider figures
-    var weights = halves(S.weights);
-    var losses = S.losses.map(function (pair) { return pair.map(halves); });
+    // Model k's weights and losses (k: data set * configurations + configuration),
+    // decoded when it is first shown and kept (gd.d2lDecoded: what was decoded so far).
+    var decoded = {};
+    gd.d2lDecoded = decoded;
+    function decode(k) {
+      if (!decoded[k]) {
+        decoded[k] = {weights: halves(S.weights[k]), losses: S.losses[k].map(halves)};
+      }
+      return decoded[k];
+    }
     var nHyper = S.default.length, nConfigs = S.steps.length;
     var color = colorScale(S.colorscale), px = 2;  // images at twice the CSS pixels
     var pointImages = {}, shown = '', first = true, want = null;
@@ -194,7 +205,7 @@
     probe.className = 'd2l-probe';
     probe.setAttribute('aria-hidden', 'true');
     box.appendChild(probe);
-    var model = null;  // what the plane shows: {start, c}
+    var model = null;  // what the plane shows: {weights, start, c}
 
     function same(a, b) { return a.join(',') === b.join(','); }
     function configOf(h) {
@@ -224,9 +235,7 @@
 
     function selected(a) {
       var d = a[0], e = a[a.length - 1], h = a.slice(1, 1 + nHyper), c = configOf(h);
-      var k = d * nConfigs + c, per = S.offsets[k + 1] - S.offsets[k];
-      return {d: d, e: e, h: h, c: c, k: k, epoch: S.snapshots[e],
-        start: S.offsets[k] + e * per / S.snapshots.length};
+      return {d: d, e: e, h: h, c: c, k: d * nConfigs + c, epoch: S.snapshots[e]};
     }
 
     function readout(a) {
@@ -257,12 +266,14 @@
       var key = a.join(',');
       if (key === shown) { return; }
       shown = key;
-      var m = selected(a), epoch = m.epoch;
-      var z = boundary(weights, m.start, S.layers[m.c], S.activations[m.c], S.grid);
-      model = {start: m.start, c: m.c};
+      var m = selected(a), epoch = m.epoch, stored = decode(m.k);
+      // The model's weights hold one snapshot after another, each of the same size.
+      var start = m.e * stored.weights.length / S.snapshots.length;
+      var z = boundary(stored.weights, start, S.layers[m.c], S.activations[m.c], S.grid);
+      model = {weights: stored.weights, start: start, c: m.c};
       var le = S.loss_epochs.filter(function (x) { return x <= epoch; });
-      var tr = Array.prototype.slice.call(losses[m.k][0], 0, le.length);
-      var te = Array.prototype.slice.call(losses[m.k][1], 0, le.length);
+      var tr = Array.prototype.slice.call(stored.losses[0], 0, le.length);
+      var te = Array.prototype.slice.call(stored.losses[1], 0, le.length);
       var g = geometry();
       var pk = m.d + ':' + g.plane;
       if (!(pk in pointImages)) {
@@ -274,7 +285,7 @@
       gd.d2lShown = {dataset: m.d, config: m.h, epoch: epoch, z: z, loss_epochs: le,
         losses: [tr, te], points: S.points[m.d], actives: a.slice()};
       var lay = {};
-      if (first) {  // once: the static figure's traces give way to the images
+      if (first) {  // once: the images themselves, then only their sources
         first = false;
         var image = {sizing: 'stretch', xanchor: 'left', yanchor: 'top'};
         var half = S.extent / (S.grid.length - 1);  // pixel centres on the grid points
@@ -287,14 +298,7 @@
           Object.assign({source: sources[2], xref: 'paper', yref: 'paper', x: g.lossX,
             y: g.lossY, sizex: g.lossSizeX, sizey: g.lossSizeY, layer: 'above'}, image),
         ];
-        lay['legend.itemclick'] = false;
-        lay['legend.itemdoubleclick'] = false;
-        var none = [null], traces = S.static_traces;
-        root.Plotly.update(gd, {
-          visible: traces.map(function (t, i) { return i === 0 ? false : true; }),
-          x: traces.map(function (t, i) { return i === 0 ? undefined : none; }),
-          y: traces.map(function (t, i) { return i === 0 ? undefined : none; }),
-        }, lay, traces);
+        root.Plotly.relayout(gd, lay);
         return;
       }
       sources.forEach(function (src, i) {
@@ -303,14 +307,28 @@
       root.Plotly.relayout(gd, lay);
     }
 
-    // The figure's traces and `lay`, then the view of `a` (or of a later change).
+    // The plot of `lay`, then the view of `a` (or of a later change). The figure's own
+    // traces give way to the images: the heat map hidden, the points and curves without
+    // data, kept for their legend entries (which a click must not hide).
     function newPlot(a, lay) {
       first = true;
       shown = '';
       want = a;
-      var plotted = root.Plotly.newPlot(gd, S.traces.map(function (t) {
-        return Object.assign({}, t);
-      }), lay, S.figure.config);
+      var traces = S.traces.map(function (t, i) {
+        var trace = Object.assign({}, t);
+        if (S.static_traces.indexOf(i) >= 0) {
+          if (i === 0) {
+            trace.visible = false;
+          } else {
+            trace.x = [null];
+            trace.y = [null];
+          }
+        }
+        return trace;
+      });
+      var out = Object.assign({}, lay);
+      out.legend = Object.assign({}, lay.legend, {itemclick: false, itemdoubleclick: false});
+      var plotted = root.Plotly.newPlot(gd, traces, out, S.figure.config);
       return plotted.then(function () { show(want); });
     }
 
@@ -322,8 +340,8 @@
         return;
       }
       var x = xa.p2l(x0), y = ya.p2l(y0);
-      var p = boundary(weights, model.start, S.layers[model.c], S.activations[model.c],
-        [x], [y])[0][0];
+      var p = boundary(model.weights, model.start, S.layers[model.c],
+        S.activations[model.c], [x], [y])[0][0];
       probe.textContent = 'x1 ' + x.toFixed(2) + ', x2 ' + y.toFixed(2) +
         ': P(class 1) = ' + p.toFixed(3);
       // Beside the point, on the side with room (a finger covers what is under it).

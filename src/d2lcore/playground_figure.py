@@ -155,7 +155,6 @@ def playground_figure(
             positive = [float(v) for c in curves for v in c if v > 0]
             lo, hi = min([lo, *positive]), max([hi, *positive])
             diverged.append(run.history.diverged_epoch or 0)
-    offsets = np.cumsum([0] + [b.size for b in blobs]).tolist()
     layers = [[2] + [int(c["width"])] * int(c["depth"]) + [2] for c in configs]
 
     xs, points = plane(resolution)
@@ -201,7 +200,8 @@ def playground_figure(
         "crossed": [[hyper.index(a), hyper.index(b)] for a, b in crossed],
         "layers": layers, "activations": [STACK_ACTIVATIONS.index(c["activation"])
                                           for c in configs],
-        "weights": _f16(np.concatenate([b.ravel() for b in blobs])), "offsets": offsets,
+        # One text per model, so that the page decodes only the models it shows.
+        "weights": [_f16(b.ravel()) for b in blobs],
         "stats": stats, "losses": loss_blobs, "loss_epochs": loss_epochs,
         "diverged": diverged, "snapshots": snaps, "grid": xs.tolist(),
         "points": [[_xy(data[n].train), _xy(data[n].test)] for n in names],

@@ -190,16 +190,26 @@ def percent_heatmap(
 @dataclass(frozen=True)
 class Tiling:
     """Images laid out in one array (``tile``): the array, and where each image starts
-    (its top row and left column) and how large it is, for labels and checks."""
+    (its top row and left column) and how large it is, for labels and checks; the
+    columns and the gaps they were laid out with."""
 
     array: np.ndarray
     corners: list[tuple[int, int]]
     shapes: list[tuple[int, int]]
+    cols: int
+    row_gap: int
+    col_gap: int
 
     def image(self, j: int) -> np.ndarray:
         """Image ``j`` as it sits in the array."""
         (top, left), (h, w) = self.corners[j], self.shapes[j]
         return self.array[top:top + h, left:left + w]
+
+    def relaid(self, cols: int) -> Tiling:
+        """The same images, with the same gaps, in ``cols`` columns (more rows for fewer
+        columns: what a figure of tiles shows on a narrow screen)."""
+        return tile([self.image(j) for j in range(len(self.shapes))], cols=cols,
+                    row_gap=self.row_gap, col_gap=self.col_gap)  # fmt: skip
 
 
 def tile(images: Sequence[Any], *, cols: int, row_gap: int = 0, col_gap: int = 0) -> Tiling:
@@ -210,7 +220,8 @@ def tile(images: Sequence[Any], *, cols: int, row_gap: int = 0, col_gap: int = 0
     2 x 5 grid of subplots redrew about three times slower than the same ten tiled into
     one heat map). Tile them and draw one heat map instead. Images of different sizes
     each sit centred in a cell the size of the largest; ``row_gap`` leaves room for a
-    label above each row.
+    label above each row. In a slider figure, :func:`~d2lcore.tiles.set_tiles` labels
+    the tiles and lays them out in fewer columns on a narrow screen.
     """
     arrays = [np.asarray(im.detach().cpu() if isinstance(im, torch.Tensor) else im,
                          dtype=float) for im in images]  # fmt: skip
@@ -231,7 +242,8 @@ def tile(images: Sequence[Any], *, cols: int, row_gap: int = 0, col_gap: int = 0
         left = (j % cols) * (cell_w + col_gap) + (cell_w - a.shape[1]) // 2
         out[top:top + a.shape[0], left:left + a.shape[1]] = a
         corners.append((top, left))
-    return Tiling(out, corners, [(a.shape[0], a.shape[1]) for a in arrays])
+    return Tiling(out, corners, [(a.shape[0], a.shape[1]) for a in arrays], cols,
+                  row_gap, col_gap)  # fmt: skip
 
 
 def figure_json(fig: go.Figure) -> dict[str, Any]:

@@ -7,7 +7,8 @@ one or several panels); the page shows the selected configuration's set. The fig
 per axis), a readout per configuration and the page script ``figure.js``, which switches
 the traces, mirrors the selection into the page's URL hash
 (``#<fig_id>:lr=0.1,dropout=0.5``) so a link reopens the same configuration, and stacks
-the panels on a phone.
+the panels on a phone. :func:`d2lcore.tiles.set_tiles` shows a figure's heat maps of
+tiled images (templates, filters) as labelled images that go in fewer columns on a phone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.basedatatypes import BaseTraceType
 from plotly.subplots import make_subplots
 
-from d2lcore.figure_page import PageFigure, Panels, controls_for, subset_html
+from d2lcore.figure_page import PageFigure, Panels, Tiles, controls_for, subset_html
 from d2lcore.figure_text import (
     axis_label,
     default_fig_id,
@@ -66,6 +67,7 @@ class SliderSpec:
     readouts: list[str]  #: the readout text of each configuration
     diverged: list[str]  #: "diverged at epoch n" or "" per configuration
     diverged_annotations: list[int]  #: the panels' "diverged" marks
+    tiles: Tiles | None = None  #: where the tiled images are (:func:`d2lcore.tiles.set_tiles`)
 
 
 #: What :func:`slider_figure` and :func:`trace_slider_figure` return.
