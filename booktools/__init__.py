@@ -13,6 +13,9 @@ Sphinx extensions (``_config.yml``)
 Shared pieces
     ``toc``         the one reader of ``_toc.yml``: the pages, in order
     ``exec_order``  the longest pages first (``exec_times.json``) and the cores per page
+    ``notebooks``   the one notebook runner (nbclient): the parallel execution, the Binder
+                    and Colab rehearsals; the GPU check runs pages as scripts (no Jupyter
+                    on a bare GPU machine)
 
 Command-line tools (``python -m booktools.NAME --help``)
     ``exec_report``      execution time per page of the last build
@@ -20,4 +23,6 @@ Command-line tools (``python -m booktools.NAME --help``)
     ``gpu_check``        every page as a script and the benchmarks, on a bare GPU machine
                          (``gpu_wheels.txt``: what it carries there)
     ``repo2docker_lock`` the environment Binder's image starts from
+    ``binder_requirements`` binder/requirements.txt from the lock
+    ``test_build``       the book built for the tests, into ``_build/test``
 """

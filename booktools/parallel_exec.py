@@ -3,10 +3,12 @@
 myst-nb executes a page when Sphinx reads it, so one page after another: a clean build
 of the book keeps one core busy while the other waits. Before Sphinx reads anything,
 this extension reads each page to be read the way myst-nb will (same reader, same
-configuration), asks jupyter-cache whether its cells are cached, and executes the pages
-that are not in worker processes, ``D2L_EXECUTE_JOBS`` at a time (default: the number
-of cores, at most 4). Each executed notebook goes into the cache as myst-nb would put
-it there, so when Sphinx reads the page, myst-nb finds it cached and executes nothing.
+configuration: ``myst_nb.core.read.create_nb_reader``, from myst-nb's API reference),
+asks jupyter-cache whether its cells are cached, and executes the pages that are not
+(``booktools.notebooks``, nbclient as jupyter-cache runs it) in worker processes,
+``D2L_EXECUTE_JOBS`` at a time (default: the number of cores, at most 4). Each executed
+notebook goes into the cache as myst-nb would put it there, so when Sphinx reads the
+page, myst-nb finds it cached and executes nothing.
 
 Each kernel gets ``OMP_NUM_THREADS`` = cores / jobs (unless the variable is set), so
 that the kernels share the cores instead of each starting a thread per core. The pages
@@ -39,6 +41,7 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
+from booktools import notebooks
 from booktools.exec_order import longest_first, threads_per_job
 
 LOGGER = logging.getLogger(__name__)
@@ -46,10 +49,6 @@ JOBS_ENV = "D2L_EXECUTE_JOBS"
 #: In the execution cache folder: the cache records this build's parallel step wrote.
 EXECUTED_FILE = "d2l-executed.json"
 MAX_DEFAULT_JOBS = 4
-#: How long a worker waits for its kernel to start (nbclient's default is 60 s): on a
-#: loaded machine (``make test`` runs its stages at once on 2 cores) a kernel has taken
-#: longer, and the page then went back to myst-nb to run a second time.
-KERNEL_STARTUP_TIMEOUT_S = 300
 
 
 def default_jobs() -> int:
@@ -82,17 +81,15 @@ class Pending:
 
 def _execute(notebook: Any, cwd: str | None, timeout: int | None, allow_errors: bool,
              threads: int) -> tuple[Any, float, str | None]:  # fmt: skip
-    """In a worker process: execute ``notebook`` as myst-nb's cache client does; return
-    it with its outputs, the seconds it took and the traceback of a failure (or None)."""
-    from jupyter_cache.executors.utils import single_nb_execution
-
+    """In a worker process: execute ``notebook`` as myst-nb's cache client does
+    (:func:`booktools.notebooks.execute`); return it with its outputs, the seconds it
+    took and the traceback of a failure (or None)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # the kernel inherits it
     folder = tempfile.TemporaryDirectory() if cwd is None else nullcontext(cwd)
     with folder as where:
-        result = single_nb_execution(notebook, cwd=where, timeout=timeout,
-                                     allow_errors=allow_errors, meta_override=True,
-                                     startup_timeout=KERNEL_STARTUP_TIMEOUT_S)  # fmt: skip
-    return result.nb, result.time, result.exc_string if result.err is not None else None
+        result = notebooks.execute(notebook, cwd=where, timeout=timeout,
+                                   allow_errors=allow_errors)  # fmt: skip
+    return result.notebook, result.seconds, result.failure
 
 
 def _execute_alone(context: Any, *args: Any) -> tuple[Any, float, str | None]:
@@ -112,7 +109,6 @@ def pending_pages(env: BuildEnvironment, docnames: list[str]) -> list[Pending]:
     """The pages among ``docnames`` that myst-nb would execute (cache mode, not excluded,
     cells not in the cache), read exactly as myst-nb reads them."""
     from jupyter_cache import get_cache
-    from myst_nb.core.nb_to_tokens import nb_node_to_dict
     from myst_nb.core.read import create_nb_reader
 
     base = getattr(env, "mystnb_config", None)
@@ -139,7 +135,7 @@ def pending_pages(env: BuildEnvironment, docnames: list[str]) -> list[Pending]:
                 notebook.metadata["kernelspec"]["name"] = alias
                 break
         if base.metadata_key in notebook.metadata:  # a page's own execution settings
-            overrides = nb_node_to_dict(notebook.metadata[base.metadata_key])
+            overrides = json.loads(json.dumps(notebook.metadata[base.metadata_key]))
             overrides.pop("output_folder", None)
             with suppress(Exception):  # myst-nb warns about bad overrides when it reads
                 nb_config = base.copy(**overrides)

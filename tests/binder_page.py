@@ -2,28 +2,27 @@
 
 tests/test_binder.py starts this file with the Python of the environment it built from
 binder/ alone, so the kernel is that environment's ``python3`` kernel, the one Binder
-starts. It converts the page with jupytext, executes every cell in a kernel whose working
-folder is the page's folder (as in JupyterLab and Thebe), then, in the same kernel,
-presses the Train button of each live-controls panel the page made. It prints one JSON
-line: what ran, how long it took, and what each panel showed after its run.
+starts. It converts the page with jupytext and executes every cell in a kernel whose
+working folder is the page's folder (as in JupyterLab and Thebe), through the runner the
+book build uses (``booktools.notebooks``); two cells added at the end, in the same
+kernel, say which Python and d2lcore ran and press the Train button of each
+live-controls panel the page made. It prints one JSON line: what ran, how long it took,
+and what each panel showed after its run. On stderr it says which cell it starts.
 
-    python tests/binder_page.py chapters/linear_regression.md
+    python -m tests.binder_page chapters/linear_regression.md   # from the repository
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
-import jupytext
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+
+from booktools import notebooks
 
 CELL_TIMEOUT_S = 600  # the book build's limit per cell
-KERNEL_STARTUP_TIMEOUT_S = 300  # nbclient's 60 s is short while make test's stages run
 
 # Runs in the page's kernel after its last cell: which Python and d2lcore it used.
 WHERE = """\
@@ -60,46 +59,42 @@ print(_json.dumps(_report))
 """
 
 
-def _run(client: NotebookClient, nb: nbformat.NotebookNode, source: str) -> str:
-    """Execute ``source`` as a new cell in the running kernel; return its stdout."""
-    cell = nbformat.v4.new_code_cell(source)
-    nb.cells.append(cell)
-    client.execute_cell(cell, len(nb.cells) - 1)
+def _stdout(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
 
 
 def main(page: Path) -> int:
-    nb = jupytext.read(page)
+    nb = notebooks.read(page)
     kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=kernel,
-                            startup_timeout=KERNEL_STARTUP_TIMEOUT_S,
-                            resources={"metadata": {"path": str(page.parent)}})  # fmt: skip
     report: dict[str, object] = {"page": str(page), "kernel": kernel}
-    start = time.perf_counter()
-    with client.setup_kernel():
-        n_cells = len(nb.cells)
-        try:
-            for index, cell in enumerate(nb.cells[:n_cells]):
-                # What a stalled run was waiting for (the rehearsal shows stderr's end).
-                first = cell.source.strip().splitlines()[:1] or [""]
-                print(f"cell {index} of {n_cells} started: {first[0][:80]}", file=sys.stderr,
-                      flush=True)  # fmt: skip
-                client.execute_cell(cell, index)
-        except CellExecutionError as error:
-            report["error"] = f"cell {index} failed:\n{error}"
-            print(json.dumps(report))
-            return 1
-        report["cells"] = n_cells
-        report["seconds"] = round(time.perf_counter() - start, 2)
-        report["where"] = json.loads(_run(client, nb, WHERE))
-        if "live_controls(" in page.read_text():
-            print("pressing Train on the live controls", file=sys.stderr, flush=True)
-            report["live_controls"] = json.loads(_run(client, nb, PRESS_TRAIN))
+    n_cells = len(nb.cells)
+    nb.cells.append(nbformat.v4.new_code_cell(WHERE))
+    trains = "live_controls(" in page.read_text()
+    if trains:
+        nb.cells.append(nbformat.v4.new_code_cell(PRESS_TRAIN))
+
+    def started(cell: nbformat.NotebookNode, cell_index: int) -> None:
+        # What a stalled run was waiting for (the rehearsal shows stderr's end).
+        what = ("pressing Train on the live controls" if cell.source == PRESS_TRAIN
+                else f"cell {cell_index} of {n_cells} started: "
+                     f"{(cell.source.strip().splitlines() or [''])[0][:80]}")  # fmt: skip
+        print(what, file=sys.stderr, flush=True)
+
+    result = notebooks.execute(nb, cwd=page.parent, timeout=CELL_TIMEOUT_S, on_cell=started)
+    if result.failure is not None:
+        report["error"] = result.failure
+        print(json.dumps(report))
+        return 1
+    report["cells"] = n_cells
+    report["seconds"] = round(result.seconds, 2)
+    report["where"] = json.loads(_stdout(nb.cells[n_cells]))
+    if trains:
+        report["live_controls"] = json.loads(_stdout(nb.cells[n_cells + 1]))
     print(json.dumps(report))
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python tests/binder_page.py PAGE.md")
+        sys.exit("usage: python -m tests.binder_page PAGE.md")
     sys.exit(main(Path(sys.argv[1]).resolve()))

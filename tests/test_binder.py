@@ -658,8 +658,7 @@ def _run_page(binder_env: BinderEnv, page: str) -> subprocess.CompletedProcess[s
     env.setdefault("OMP_NUM_THREADS", str(exec_order.threads_per_job(workers)))
     try:
         return run_process(
-            [str(binder_env.python), str(binder_env.repo / "tests" / "binder_page.py"),
-             f"{page}.md"],
+            [str(binder_env.python), "-m", "tests.binder_page", f"{page}.md"],
             cwd=binder_env.repo, env=env, timeout=PAGE_TIMEOUT_S,
         )  # fmt: skip
     except subprocess.TimeoutExpired as stalled:

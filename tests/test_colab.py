@@ -363,13 +363,10 @@ def _run_in_colab_stand_in(built_book: Path, tmp: Path, url: str) -> ColabRun:
     nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe",
                         "metadata": {}, "outputs": [], "source": PROBE})  # fmt: skip
     notebook.write_text(json.dumps(nb))
-    runner = ("import sys, nbformat, nbclient\n"
-              "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-              "nbclient.NotebookClient(nb, timeout=900, startup_timeout=300,\n"
-              "                        kernel_name='python3').execute()\n"
-              "nbformat.write(nb, sys.argv[1])\n")  # fmt: skip
-    run.result = run_process([str(python), "-c", runner, str(notebook)], cwd=notebook.parent,
-                             env=env, timeout=1800)  # fmt: skip
+    # Run by the book's one notebook runner (booktools.notebooks, importable from the
+    # repository's root; d2lcore is not: it lives under src/), in the notebook's folder.
+    run.result = run_process([str(python), "-m", "booktools.notebooks", str(notebook),
+                              "--timeout", "900"], cwd=ROOT, env=env, timeout=1800)  # fmt: skip
     if run.result.returncode == 0:
         executed = json.loads(notebook.read_text())
         streams = [o.get("text", "") for c in executed["cells"] if c["cell_type"] == "code"
