@@ -82,7 +82,9 @@ book-ci: setup
 #   test-binder   pytest -m binder: Binder's environment built beside the book build, its
 #                 grid cache seeded from the build's, then the pages run in it (two workers)
 #   test-colab    pytest -m colab: a chapter's notebook in a stand-in for Colab
-TEST_BUILD := _build/test
+# TEST_BUILD=. tests the reader's own build (_build/html) instead, from its execution
+# cache: the GPU workflow job, which has just built the book, does.
+TEST_BUILD ?= _build/test
 export D2L_TEST_BOOK := $(CURDIR)/$(TEST_BUILD)/_build/html
 BINDER_ENV := _build/binder-rehearsal
 TEST_STAGES := test-unit test-book test-browser test-binder test-colab

@@ -11,7 +11,7 @@ retry hides a stall and doubles the worst case.
 
     python -m booktools.test_build [OUT] [--limit-min 40]
 
-The HTML is in ``OUT/_build/html``, the log in ``OUT/build.log``. The exit status is the
+The HTML is in ``OUT/_build/html``, the log in ``OUT/_build/build.log``. The exit status is the
 build's (1 when it was stopped).
 """
 
@@ -77,9 +77,9 @@ def waiting_for(lines: Iterable[str]) -> str:
 
 
 def build(out: Path, limit_s: float) -> int:
-    """Build the book into ``out``, streaming the log to stdout and ``out/build.log``."""
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "build.log"
+    """Build the book into ``out``, streaming the log to stdout and ``out/_build/build.log``."""
+    log_path = out / "_build" / "build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("D2L_CACHE_DIR", str(ROOT / ".d2l_cache"))
     lines: list[str] = []

@@ -76,7 +76,7 @@ def test_a_build_past_its_limit_is_stopped_and_says_what_it_waited_for(
     assert test_build.build(tmp_path, limit_s=1.5) == 1
     err = capsys.readouterr().err
     assert "stopped after" in err and "waiting for: executing a" in err, err
-    log = (tmp_path / "build.log").read_text()
+    log = (tmp_path / "_build" / "build.log").read_text()
     assert "executed b in 0.1 s" in log and "waiting for: executing a" in log
 
 

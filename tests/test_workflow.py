@@ -293,8 +293,12 @@ def test_gpu_job_sets_up_checks_cuda_builds_everything_then_tests(workflow):
                       "checking torch.cuda.is_available()")  # fmt: skip
     test = step_index(gpu, runs("make test"), "running `make test`")
     book = step_index(gpu, runs("make book-ci"), "running `make book-ci`")
-    # the book build first: the tests' own book build then reuses its execution cache
+    # the book build first: the tests' own book build then reuses its execution cache,
+    # built into the same folder
     assert setup < cuda < book < test
+    assert "TEST_BUILD=." in steps(gpu)[test]["run"].split(), steps(gpu)[test]["run"]
+    dry = _make_dry_run("test-build", "TEST_BUILD=.")
+    assert "-m booktools.test_build ." in dry, dry
     assert runs("make book")(steps(gpu)[book]), "an incremental build when not clean"
     recipe = " ".join(makefile_recipe("book-ci"))
     assert "D2L_EXECUTE=force" in recipe, f"book-ci must execute every page afresh: {recipe}"
