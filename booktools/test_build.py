@@ -42,10 +42,13 @@ def html_folder(out: Path = DEFAULT_OUT) -> Path:
     return out / "_build" / "html"
 
 
-def command(out: Path) -> list[str]:
+def command(out: Path | None, source: Path = ROOT) -> list[str]:
+    """The build as CI runs it (every page read, every warning an error, the other pages
+    still built after one fails) of the book in ``source`` into ``out`` (``None``: into
+    ``source`` itself); the tests' small books are built with it too."""
     jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
-    return [jupyter_book, "build", str(ROOT), "--all", "-W", "--keep-going",
-            "--path-output", str(out)]  # fmt: skip
+    cmd = [jupyter_book, "build", str(source), "--all", "-W", "--keep-going"]
+    return cmd if out is None else [*cmd, "--path-output", str(out)]
 
 
 def waiting_for(lines: Iterable[str]) -> str:

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,13 +122,9 @@ def build_book(source: Path, *, output: Path | None = None,
                timeout: float = 3600) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Build a (small) book the way CI does: every cell executed, every warning an error.
     Past ``timeout`` the build and its kernels are killed and ``TimeoutExpired`` raised."""
-    jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
-    cmd = [jupyter_book, "build", str(source), "--all", "-W", "--keep-going"]
-    if output is not None:
-        cmd += ["--path-output", str(output)]
     env = dict(os.environ)
     env.setdefault("D2L_CACHE_DIR", str(ROOT / ".d2l_cache"))
-    return run_process(cmd, timeout=timeout, env=env)
+    return run_process(test_build.command(output, source), timeout=timeout, env=env)
 
 
 #: The environment variable that names the test build's HTML (the Makefile sets it).
