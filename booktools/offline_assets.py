@@ -16,6 +16,8 @@
   ``d2l-playground.js``.
 - MathJax 3 (unpacked from the npm registry into ``.vendor/mathjax`` by ``make``) is
   copied to ``_static/vendor/mathjax``; ``mathjax_path`` in ``_config.yml`` points there.
+  Each page with math carries ``math_order.js`` inline before it: the formulas in view
+  first, the rest once the page's figures are drawn.
 
 Two fixes of markup the book's packages write, for readers of screen readers (axe-core's
 WCAG 2.1 rules; ``tests/test_a11y.py``):
@@ -67,6 +69,8 @@ PLAYGROUND_JS = _PACKAGE / "playground.js"
 #: Each page script: its file, what marks a page that needs it, its name when served.
 PAGE_SCRIPTS = ((FIGURE_JS, 'class="d2l-figure"', "d2l-figure.js"),
                 (PLAYGROUND_JS, 'data-d2l-kind="playground"', "d2l-playground.js"))
+#: The order in which MathJax typesets a page (inline on each page with math).
+MATH_ORDER_JS = Path(__file__).with_name("math_order.js")
 # The parts of MathJax's es5 folder that tex-chtml.js loads (fonts, lazy components).
 MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors")
 
@@ -90,6 +94,16 @@ def _add_plotly(app: Sphinx, pagename: str, templatename: str, context: dict[str
         app.add_css_file("vendor/d2l-figure.css")
         css = f"<style>{FIGURE_CSS.read_text(encoding='utf-8')}</style>"
         context["body"] = body.replace(css, "")
+
+
+def _order_math(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
+                doctree: Any) -> None:  # fmt: skip
+    # After sphinx.ext.mathjax's handler (a built-in extension's, connected first), which
+    # adds MathJax only to pages with math; after its configuration script too (501).
+    # Its script's file name is mathjax_path, under _static/ where that is a local path.
+    scripts = context.get("script_files", [])
+    if any(str(s.filename or "").endswith(app.config.mathjax_path) for s in scripts):
+        app.add_js_file(None, body=MATH_ORDER_JS.read_text(encoding="utf-8"), priority=501)
 
 
 #: Markup of docutils and myst-nb, and what replaces it (see the module's docstring).
@@ -156,9 +170,43 @@ def _check_plotly_bundle(app: Sphinx) -> None:
         plotly_bundle(app)
 
 
+#: pydata-sphinx-theme 0.17's check of which code blocks and outputs scroll (those get a
+#: tab stop): it runs once the HTML is parsed and again 300 ms after any change under
+#: ``#main-content``, and reads every block's scroll width. Where the browser skips laying
+#: out the sections out of view (book.css), each run lays out the whole page again: a
+#: second or more of a slowed phone's time while the figures wait, after every figure
+#: drawn and every formula typeset. The book runs the same check once the page's figures
+#: are drawn (``d2lFigures.whenDrawn``, at once on a page without figures, after 10 s at
+#: most), when the browser is idle, and then after each change as before.
+THEME_TAB_STOPS = (
+    'window.addEventListener("resize",t),new MutationObserver(t).observe(document.'
+    'getElementById("main-content"),{subtree:!0,childList:!0}),e()}',
+    'window.addEventListener("resize",t);const w=()=>{let d=!1;const g=()=>{d||(d=!0,'
+    '(window.requestIdleCallback||setTimeout)(e))},f=window.d2lFigures;f&&f.whenDrawn?'
+    '(f.whenDrawn(g),setTimeout(g,1e4)):g()},v=_(w,300);new MutationObserver(v).observe('
+    'document.getElementById("main-content"),{subtree:!0,childList:!0}),w()}',
+)
+
+
+def _patch_theme(outdir: Path) -> None:
+    script = outdir / "_static" / "scripts" / "pydata-sphinx-theme.js"
+    if not script.is_file():
+        return
+    text = script.read_text(encoding="utf-8")
+    old, new = THEME_TAB_STOPS
+    if old not in text and new not in text:
+        raise ExtensionError(
+            f"{script} has no longer the tab-stop check that booktools/offline_assets.py "
+            "puts off until the figures are drawn (THEME_TAB_STOPS): a new "
+            "pydata-sphinx-theme; see whether the check still needs it and update the pattern"
+        )
+    script.write_text(text.replace(old, new), encoding="utf-8")
+
+
 def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
+    _patch_theme(Path(app.outdir))
     vendor = Path(app.outdir) / "_static" / "vendor"
     vendor.mkdir(parents=True, exist_ok=True)
     shutil.copy2(plotly_bundle(app), vendor / "plotly.min.js")
@@ -185,6 +233,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", _check_plotly_bundle)
     app.connect("html-page-context", _add_plotly)
     app.connect("html-page-context", _fix_markup)
+    app.connect("html-page-context", _order_math)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("build-finished", _copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

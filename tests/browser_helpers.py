@@ -34,7 +34,9 @@ _STEPS = """(figId) => Array.from(document.querySelectorAll(
 def wait_for_plots(page: Any, timeout_ms: float = 30_000) -> None:
     """Wait until every plot on the page has been drawn: each interactive figure's
     (``data-d2l-drawn``, drawn near the viewport first, then the others while the page
-    is idle) and every plain plotly figure's."""
+    is idle) and every plain plotly figure's; then until the page holds still: the
+    formulas out of view are typeset after the figures (``booktools/math_order.js``) and
+    move the text below them, so a click aimed before that could miss."""
     page.wait_for_function(
         """() => {
           const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
@@ -44,6 +46,28 @@ def wait_for_plots(page: Any, timeout_ms: float = 30_000) -> None:
         }""",
         timeout=timeout_ms,
     )
+    wait_for_math(page)
+
+
+def wait_for_math(page: Any) -> None:
+    """Every formula typeset (MathJax.startup.promise, where MathJax is on the page) and
+    the fonts it uses loaded."""
+    page.evaluate("""async () => {
+      if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+        await MathJax.startup.promise;
+      }
+      // A font is asked for when a glyph of it is first drawn: after a frame or two.
+      for (let i = 0; i < 2; i++) await new Promise(done => requestAnimationFrame(done));
+      await document.fonts.ready;
+    }""")  # fmt: skip
+
+
+#: Whether the theme has given each block that scrolls a tab stop and the others none
+#: (after the figures are drawn, when the page is idle: booktools/offline_assets.py).
+TAB_STOPS_SET = """() => Array.from(document.querySelectorAll(
+    'pre, .nboutput > .output_area, .cell_output > .output, .jp-RenderedHTMLCommon, '
+    + '.pst-scrollable-table-container')).every(e => e.tabIndex ===
+      (e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight ? 0 : -1))"""
 
 
 def slider_figure_ids(page: Any, kind: str = "sliders") -> list[str]:
@@ -72,10 +96,31 @@ def control_locator(page: Any, fig_id: str, i: int) -> Any:
     return page.locator(f"#{fig_id}-figure input.d2l-control-input").nth(i)
 
 
+def bring_into_view(locator: Any) -> None:
+    """Scroll the element to the middle of the window and wait until it holds still, as
+    a reader's eye does: the browser lays out a section it had skipped (book.css) at its
+    real size only once the section is on screen, which can move what is in it."""
+    held = locator.evaluate("""async (el) => {
+      const frame = () => new Promise(done => requestAnimationFrame(() => done()));
+      let last = '';
+      for (let i = 0; i < 30; i++) {
+        el.scrollIntoView({block: 'center'});
+        await frame();
+        await frame();
+        const r = el.getBoundingClientRect(), now = [r.left, r.top, r.width].join();
+        const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+        if (now === last && hit !== null && (hit === el || el.contains(hit))) return true;
+        last = now;
+      }
+      return false;
+    }""")  # fmt: skip
+    assert held, "the element did not come to rest in view"
+
+
 def slider_step_points(page: Any, fig_id: str, slider: int) -> list[tuple[float, float]]:
     """Viewport coordinates of each step of control ``slider``: where its thumb's centre
-    sits at that step. Scrolls the control into view first."""
-    control_locator(page, fig_id, slider).scroll_into_view_if_needed()
+    sits at that step. Brings the control into view first."""
+    bring_into_view(control_locator(page, fig_id, slider))
     points = page.evaluate(
         """([figId, i]) => {
           const inp = document.querySelectorAll(
@@ -189,10 +234,30 @@ def diverged_marks(page: Any, fig_id: str) -> list[str]:
             if a["name"] == "diverged" and a["visible"]]  # fmt: skip
 
 
-def open_offline(browser, url: str, problems: list[str]):
-    """Open ``url`` in a fresh page whose requests beyond the local site are refused
-    and recorded; console errors and failed requests go into ``problems``."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def draw_everything(page: Any, timeout_ms: float = 30_000) -> None:
+    """Go to each figure in turn until it is drawn (a figure may draw only when it comes
+    near the window), wait for the math to be typeset and the tab stops set, then go
+    back to the top."""
+    figures = page.locator(".plotly-graph-div")
+    for i in range(figures.count()):
+        figures.nth(i).evaluate("gd => gd.scrollIntoView({block: 'center'})")
+        figures.nth(i).locator("svg.main-svg").first.wait_for(state="attached",
+                                                              timeout=timeout_ms)
+    page.evaluate("scrollTo(0, document.documentElement.scrollHeight)")
+    if page.locator(".math").count():
+        page.wait_for_selector("mjx-container", timeout=timeout_ms)
+    wait_for_math(page)
+    page.wait_for_function(TAB_STOPS_SET, timeout=timeout_ms)
+    page.evaluate("scrollTo(0, 0)")
+
+
+def open_offline(browser, url: str, problems: list[str], *, width: int = 1280,
+                 height: int = 900, color_scheme: str = "light"):  # fmt: skip
+    """Open ``url`` in a fresh page (a window ``width`` x ``height``, in the light or
+    dark colour scheme) whose requests beyond the local site are refused and recorded;
+    console errors and failed requests go into ``problems``."""
+    page = browser.new_page(viewport={"width": width, "height": height},
+                            color_scheme=color_scheme)  # fmt: skip
     origin = url.split("/", 3)[:3]
     local = "/".join(origin)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .browser_helpers import open_offline
+from .browser_helpers import draw_everything, open_offline
 from .conftest import ROOT, toc_pages
 
 pytestmark = pytest.mark.browser
@@ -35,21 +35,6 @@ def axe_script() -> Path:
         pytest.fail(f"axe-core {version[1]} is missing from {script.parent}: run `make vendor` "
                     "(it unpacks the npm package axe-core)", pytrace=False)  # fmt: skip
     return script
-
-
-def draw_everything(page: Any, timeout_ms: float = 30_000) -> None:
-    """Go to each figure in turn until it is drawn (a figure may draw only when it comes
-    near the window), wait for the math to be typeset, then go back to the top."""
-    figures = page.locator(".plotly-graph-div")
-    for i in range(figures.count()):
-        figures.nth(i).evaluate("gd => gd.scrollIntoView({block: 'center'})")
-        figures.nth(i).locator("svg.main-svg").first.wait_for(state="attached",
-                                                              timeout=timeout_ms)
-    page.evaluate("scrollTo(0, document.documentElement.scrollHeight)")
-    if page.locator(".math").count():
-        page.wait_for_selector("mjx-container", timeout=timeout_ms)
-        page.evaluate("MathJax.startup.promise")  # every formula typeset
-    page.evaluate("scrollTo(0, 0)")
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
@@ -85,11 +70,8 @@ def test_every_page_has_no_serious_accessibility_violation(browser, site: str, p
     """On a desktop in the light theme, and on a phone (390 px) in the dark theme: the
     rules that depend on the layout (what is shown) and on the colours (contrast)."""
     problems: list[str] = []
-    page = open_offline(browser, f"{site}/{page_name}.html", problems)
-    if reader == "phone":  # loaded again, as a phone would
-        page.set_viewport_size({"width": 390, "height": 844})
-        page.emulate_media(color_scheme="dark")
-        page.reload(wait_until="load")
+    phone = {"width": 390, "height": 844, "color_scheme": "dark"} if reader == "phone" else {}
+    page = open_offline(browser, f"{site}/{page_name}.html", problems, **phone)
     try:
         draw_everything(page)
         violations = axe_violations(page)

@@ -5,6 +5,7 @@ still drawn."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -108,6 +109,58 @@ def test_a_sphinx_build_writes_the_script_tag_plotly_loading_says(tmp_path: Path
     assert ("defer" in tags[0]) == (loading == "defer"), tags[0]
     served = tmp_path / "out" / "_static" / "vendor" / "plotly.min.js"
     assert served.read_bytes() == assets.plotly_bundle(app).read_bytes()
+
+
+def test_a_page_with_math_gets_the_typesetting_order_after_mathjax_s_configuration(
+        tmp_path: Path, monkeypatch):  # fmt: skip
+    """A real Sphinx build: the page with a formula carries math_order.js inline, after
+    the configuration MathJax reads; the page without one carries neither."""
+    from sphinx.application import Sphinx
+
+    monkeypatch.setitem(sys.modules, "offline_assets", assets)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text('extensions = ["offline_assets"]\n'
+                                 "mathjax_path = 'vendor/mathjax/tex-chtml.js'\n"
+                                 "mathjax3_config = {'options': {'processHtmlClass': 'math'}}\n"
+                                 f"offline_mathjax_dir = {str(ROOT / '.vendor/mathjax/es5')!r}\n")
+    (src / "index.rst").write_text("Math\n====\n\n:math:`x^2`\n\n.. toctree::\n\n   plain\n")
+    (src / "plain.rst").write_text("Plain\n=====\n\nNo formula.\n")
+    app = Sphinx(str(src), str(src), str(tmp_path / "out"), str(tmp_path / "doctrees"), "html",
+                 status=None, warning=None, freshenv=True)  # fmt: skip
+    app.build()
+    order = assets.MATH_ORDER_JS.read_text(encoding="utf-8")
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert html.count(order) == 1
+    assert html.index("window.MathJax = {") < html.index(order) < html.index("</head>")
+    assert "tex-chtml.js" in html
+    plain = (tmp_path / "out" / "plain.html").read_text()
+    assert "tex-chtml.js" not in plain and "startup.pageReady" not in plain
+
+
+#: The theme's script as the installed pydata-sphinx-theme serves it.
+THEME_JS = (Path(importlib.util.find_spec("pydata_sphinx_theme").origin).parent / "theme"
+            / "pydata_sphinx_theme" / "static" / "scripts" / "pydata-sphinx-theme.js")  # fmt: skip
+
+
+def test_the_theme_s_tab_stop_check_waits_for_the_figures(tmp_path: Path):
+    """The installed theme's script has the check the book puts off; patched once, a
+    second build leaves it as it is; a theme without it fails the build by name."""
+    scripts = tmp_path / "_static" / "scripts"
+    scripts.mkdir(parents=True)
+    served = scripts / "pydata-sphinx-theme.js"
+    text = THEME_JS.read_text(encoding="utf-8")
+    old, new = assets.THEME_TAB_STOPS
+    assert text.count(old) == 1, "the installed theme's check is not the one patched"
+    served.write_text(text, encoding="utf-8")
+    assets._patch_theme(tmp_path)
+    patched = served.read_text(encoding="utf-8")
+    assert patched == text.replace(old, new) and "d2lFigures" in patched
+    assets._patch_theme(tmp_path)  # a second build over the same output
+    assert served.read_text(encoding="utf-8") == patched
+    served.write_text(text.replace(old, "/* another check */"), encoding="utf-8")
+    with pytest.raises(ExtensionError, match="THEME_TAB_STOPS"):
+        assets._patch_theme(tmp_path)
 
 
 def test_the_bibliography_is_a_list_of_items_and_summaries_are_named_by_their_text():

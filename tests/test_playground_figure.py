@@ -27,7 +27,7 @@ from d2lcore.playground_figure import (
     to_precision,
 )
 
-from .browser_helpers import figure_state, move_slider, press_key, redraw_times
+from .browser_helpers import bring_into_view, figure_state, move_slider, press_key, redraw_times
 from .test_playground import AXES, CROSSED, DEFAULT, SNAPS, small_playground
 from .test_sliders import (
     FakeApp,
@@ -441,7 +441,7 @@ def test_on_a_phone_the_playground_stacks_and_a_finger_reads_the_plane(tmp_path,
         assert (x1, x2) == pytest.approx((0.0, 0.0), abs=0.05) and 0 <= p <= 1
         # The controls take a finger too: a tap at the end of the data set's control.
         control = page.locator(f"#{fig.fig_id}-figure input.d2l-control-input").nth(0)
-        control.scroll_into_view_if_needed()
+        bring_into_view(control)
         r = control.bounding_box()
         page.touchscreen.tap(r["x"] + r["width"] - 8, r["y"] + r["height"] / 2)
         page.wait_for_timeout(100)

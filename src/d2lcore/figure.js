@@ -20,9 +20,10 @@
  *
  * What a figure draws is its kind's: register(name, factory) adds one; factory(gd, data)
  * returns {resolve(steps, moved), readout(steps), draw(steps, layout), show(steps),
- * arranged(layout, steps)}: the configuration to show for the controls' steps (a kind may move
- * other controls), its readout (HTML), the first drawing, each later change, and a
- * redraw after the panels were stacked anew. The "sliders" kind is built in: every
+ * arranged(layout, steps), traces(steps)}: the configuration to show for the controls'
+ * steps (a kind may move other controls), its readout (HTML), the first drawing, each
+ * later change, a redraw after the panels were stacked anew, and the traces it draws
+ * (for the legend's room; optional). The "sliders" kind is built in: every
  * configuration's traces are in the data; plotly holds only the selected one's.
  *
  * The book loads this file once per page (deferred, after plotly.js) and it attaches
@@ -32,7 +33,7 @@
 (function (root) {
   'use strict';
 
-  var VERSION = 5;
+  var VERSION = 6;
   if (root.d2lFigures && root.d2lFigures.version >= VERSION) {
     return;
   }
@@ -196,9 +197,9 @@
     drawSoon();
   }, {rootMargin: '600px 0px'}) : null;
 
-  var drawing = false;
+  var drawing = false, whenDone = [];
   // Figures near the viewport first, each in a task of its own (the page paints between),
-  // then the others one at a time while the page is idle.
+  // then the others one at a time while the page is idle; then what waited for them all.
   function drawSoon() {
     if (drawing) { return; }
     drawing = true;
@@ -206,17 +207,33 @@
       var todo = figures.filter(function (f) { return !f.drawn; });
       var near = todo.filter(function (f) { return f.near || !observer; })[0];
       if (near) {
-        root.setTimeout(function () { near.draw(); next(); }, 0);
+        root.setTimeout(function () {
+          try { near.draw(); } finally { next(); }  // a figure that fails stops no other
+        }, 0);
       } else if (todo.length) {
         idle(function () {
           var f = figures.filter(function (g) { return !g.drawn; })[0];
-          if (f) { f.draw(); }
-          next();
+          try {
+            if (f) { f.draw(); }
+          } finally {
+            next();
+          }
         });
       } else {
         drawing = false;
+        whenDone.splice(0).forEach(function (then) { then(); });
       }
     });
+  }
+
+  // Calls `then` once every figure of the page is drawn (at once if they are): what else
+  // the page can put off (the formulas out of view, booktools/math_order.js) waits.
+  function whenDrawn(then) {
+    if (!figures.some(function (f) { return !f.drawn; }) && !drawing) {
+      then();
+    } else {
+      whenDone.push(then);
+    }
   }
 
   // ---------------------------------------------------------------- one figure
@@ -279,10 +296,70 @@
     }
   };
 
+  // The layout plotly draws: `layout` with tick labels that overflow the plot shown, not
+  // hidden (plotly's default hides them, which measures every label of an axis once per
+  // label, the most costly part of drawing a figure).
+  function drawable(layout) {
+    var lay = copy(layout), template = copy(layout.template || {});
+    template.layout = copy(template.layout || {});
+    ['xaxis', 'yaxis'].forEach(function (key) {  // a template's xaxis is every x axis's
+      template.layout[key] = copy(template.layout[key] || {});
+      template.layout[key].ticklabeloverflow = 'allow';
+    });
+    lay.template = template;
+    return lay;
+  }
+
+  // ---------------------------------------------------------------- legend rows
+
+  // Whether plotly gives trace `t` an entry in the legend (heat maps and contours have
+  // none unless asked), and the entry's text.
+  var NO_ENTRY = ['heatmap', 'contour', 'image'];
+  function legendEntry(t) {
+    var shown = t.showlegend === true ||
+      (t.showlegend !== false && t.visible !== false && NO_ENTRY.indexOf(t.type) < 0);
+    return shown ? String(t.name || 'trace 00').replace(/<[^<>]*>/g, '') : null;
+  }
+
+  // `layout` with room for the rows that a legend at the foot of the figure takes with
+  // these entries on a plot `width` pixels wide: plotly would find the room short and
+  // draw the figure a second time, which on a phone was a tenth of the time a page took
+  // to draw its figures. As plotly lays it out: one row if all entries fit, else a grid
+  // of columns as wide as the widest entry. An entry is about 40 pixels for its symbol
+  // and LEGEND_CHAR_PX a character; above the legend, the x axis takes AXIS_ROOM_PX.
+  var LEGEND_CHAR_PX = 5.8, LEGEND_GAP_PX = 5, LEGEND_ROW_PX = 19, AXIS_ROOM_PX = 63;
+  function legendRoom(layout, entries, width) {
+    var legend = layout.legend || {};
+    var below = legend.orientation === 'h' && legend.yref === 'container' && !legend.y;
+    if (!below || layout.showlegend === false || !layout.margin || !entries.length) {
+      return layout;
+    }
+    var plotW = width - (layout.margin.l || 0) - (layout.margin.r || 0);
+    var widths = entries.map(function (text) { return 40 + LEGEND_CHAR_PX * text.length; });
+    var total = widths.reduce(function (a, w) { return a + w + LEGEND_GAP_PX; }, 0);
+    var rows = 1;
+    if (total >= plotW) {
+      var column = Math.max.apply(null, widths) + LEGEND_GAP_PX;
+      rows = Math.ceil(entries.length / Math.max(1, Math.floor(plotW / column)));
+    }
+    var room = AXIS_ROOM_PX + rows * LEGEND_ROW_PX, b = layout.margin.b || 0;
+    if (room <= b) { return layout; }
+    var lay = copy(layout);
+    lay.margin = copy(layout.margin);
+    lay.margin.b = room;
+    lay.height = layout.height + room - b;
+    return lay;
+  }
+
+  // The layout to draw at the figure's width: panels and tiles arranged for it, room for
+  // the legend of the configuration `steps` shows.
   Figure.prototype.layout = function () {
     var width = this.gd.getBoundingClientRect().width || this.el.clientWidth || 800;
-    var lay = arrange(this.data.figure.layout, this.data.panels, width);
-    return arrangeTiles(lay, this.data.tiles, width);
+    var lay = arrange(drawable(this.data.figure.layout), this.data.panels, width);
+    lay = arrangeTiles(lay, this.data.tiles, width);
+    var traces = this.view.traces ? this.view.traces(this.steps) : [];
+    return legendRoom(lay, traces.map(legendEntry).filter(function (e) { return e !== null; }),
+      width);
   };
 
   Figure.prototype.draw = function () {
@@ -351,6 +428,10 @@
 
     return {
       readout: function (steps) { return data.readouts[flat(steps)]; },
+      traces: function (steps) {
+        var k = flat(steps);
+        return all.slice(k * data.per_config, (k + 1) * data.per_config);
+      },
       draw: function (steps, lay) {
         layout = lay;
         var p = plotted(steps, layout);
@@ -373,6 +454,7 @@
   function plain(gd, data) {
     return {
       readout: function () { return ''; },
+      traces: function () { return data.traces; },
       draw: function (steps, lay) {
         root.Plotly.newPlot(gd, data.traces, lay, data.figure.config);
       },
@@ -421,7 +503,7 @@
   });
 
   root.d2lFigures = {version: VERSION, attach: attach, register: register, scan: scan,
-    arrange: arrange, figures: figures};
+    arrange: arrange, figures: figures, whenDrawn: whenDrawn};
   register('sliders', sliders);
   register('plain', plain);
   var early = root.d2lFigureKinds || {};  // kinds whose scripts ran before this one

@@ -36,6 +36,12 @@ from plotly.io.base_renderers import PlotlyRenderer
 #: no toolbar (its eight to ten buttons a figure were Tab stops before the controls, and
 #: covered the title on a phone; dragging still zooms, a double click resets).
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
+#: The room in pixels below a figure's plot (the x axis's tick labels and title, a row of
+#: the legend: figure.js adds a row's room for each row more it takes on a narrow screen)
+#: and beside it (the y axis's tick labels and title; half of the last x tick label).
+#: Plotly widens margins it finds short (automargin) by drawing the figure a second time.
+BELOW_PLOT = 104
+SIDE_MARGINS = {"l": 72, "r": 24}
 
 # In a <script> block, "</script>" ends the block whatever JavaScript thinks of it, "<!--"
 # changes how it is parsed, and U+2028/U+2029 end a line inside older engines' strings.

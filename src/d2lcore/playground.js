@@ -357,6 +357,7 @@
     gd.addEventListener('mouseleave', function () { probe.style.display = 'none'; });
 
     return {
+      traces: function () { return S.traces; },
       resolve: resolve,
       readout: readout,
       draw: function (a, lay) { newPlot(a, lay); },

@@ -21,7 +21,14 @@ from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from d2lcore.data import Split
-from d2lcore.figure_page import PLOT_CONFIG, ColorBar, PageFigure, controls_for
+from d2lcore.figure_page import (
+    BELOW_PLOT,
+    PLOT_CONFIG,
+    SIDE_MARGINS,
+    ColorBar,
+    PageFigure,
+    controls_for,
+)
 from d2lcore.figure_text import axis_label, default_fig_id, describe_config, format_value
 from d2lcore.grid import AxisValue
 from d2lcore.playground import STACK_ACTIVATIONS, around_default, predict_proba, train_stacked
@@ -185,10 +192,10 @@ def playground_figure(
     loss_range = [math.log10(max(lo, 1e-3)) - 0.1, math.log10(hi) + 0.1]
     fig.update_yaxes(title_text="cross-entropy loss (log scale)", type="log",
                      range=loss_range, row=1, col=2)  # fmt: skip
-    plot_h, top, below = 360, 34, 96
+    plot_h, top, below = 360, 34, BELOW_PLOT
     active = [0] + default_steps + [len(snaps) - 1]
     fig.update_layout(
-        height=top + plot_h + below, margin={"t": top, "b": below, "l": 60, "r": 20},
+        height=top + plot_h + below, margin={"t": top, "b": below, **SIDE_MARGINS},
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container",
                 "yanchor": "bottom"},
         template="plotly_white", uirevision="playground",

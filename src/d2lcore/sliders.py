@@ -23,7 +23,15 @@ import plotly.graph_objects as go
 from plotly.basedatatypes import BaseTraceType
 from plotly.subplots import make_subplots
 
-from d2lcore.figure_page import PageFigure, Panels, Tiles, controls_for, subset_html
+from d2lcore.figure_page import (
+    BELOW_PLOT,
+    SIDE_MARGINS,
+    PageFigure,
+    Panels,
+    Tiles,
+    controls_for,
+    subset_html,
+)
 from d2lcore.figure_text import (
     axis_label,
     default_fig_id,
@@ -39,9 +47,9 @@ from d2lcore.plotting import fix_ranges
 TRAIN_COLOR, VAL_COLOR, ACC_COLOR = "#1f77b4", "#1f77b4", "#d62728"
 DIVERGED_COLOR = "#c0392b"
 
-# Layout in pixels: the plot area, the room above it for the panels' titles, and below
-# it for the x-axis title and the legend.
-_PLOT_H, _TITLES, _BELOW_PLOT = 300, 34, 96
+# Layout in pixels: the plot area and the room above it for the panels' titles (below
+# it and beside it: figure_page.BELOW_PLOT and SIDE_MARGINS).
+_PLOT_H, _TITLES = 300, 34
 
 
 def _round(xs: list[float], digits: int = 5) -> list[float]:
@@ -200,8 +208,8 @@ def _finish_figure(
     panels = Panels.of(fig.layout.to_plotly_json(), plot_h)
     top = _TITLES if panels and any(cell[2] >= 0 for cell in panels.cells) else 12
     fig.update_layout(
-        height=top + plot_h + _BELOW_PLOT,
-        margin={"t": top, "b": _BELOW_PLOT, "l": 60, "r": 20},
+        height=top + plot_h + BELOW_PLOT,
+        margin={"t": top, "b": BELOW_PLOT, **SIDE_MARGINS},
         # Below the plot, under the x axes' titles, where it wraps on a narrow screen.
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yref": "container",
                 "yanchor": "bottom"},
