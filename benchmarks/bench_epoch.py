@@ -54,6 +54,9 @@ try:  # the reference side: absent on a bare GPU machine, where d2lcore's side s
 except ImportError:
     d2l = None
 
+# The script's folder is on the path when it runs as a script.
+from floors import Floor, matmul_rate, model_arithmetic, rate_line  # noqa: E402
+
 import d2lcore  # noqa: E402
 from d2lcore.conv import LeNet  # noqa: E402
 from d2lcore.data import Splits, fashion_mnist_splits  # noqa: E402
@@ -80,6 +83,7 @@ class Result:
 
     seconds: list[float]
     val_acc: float | None
+    flops: float = 0.0  # d2lcore: the epoch's arithmetic (training and validation)
     plot_seconds: list[float] = field(default_factory=list)
     displays_per_epoch: float = 0.0  # d2l: times the progress board is shown an epoch
     svg_seconds: float = 0.0  # d2l: rendering the final board once as SVG
@@ -113,6 +117,8 @@ def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device
     """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included)."""
     d2lcore.set_seed(0)
     model = d2lcore_model(name).to(device)
+    arithmetic = model_arithmetic(model, splits.train[0][0])
+    flops = arithmetic.epoch(len(splits.train[1]), len(splits.val[1]) if splits.val else 0)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     history = fit(
         model,
@@ -123,7 +129,7 @@ def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device
         val_batches=splits.loader("val"),
         device=device,
     )
-    return Result(seconds=history.seconds, val_acc=history.val_acc[-1])
+    return Result(seconds=history.seconds, val_acc=history.val_acc[-1], flops=flops)
 
 
 # ----------------------------------------------------------------------------------
@@ -282,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = d2lcore.get_device()
     load_before = os.getloadavg()[0]
+    rate = matmul_rate(device)  # measured in this run, with these threads
     splits = fashion_mnist_splits(batch_size=BATCH_SIZE, device=device)
     num_train = len(splits.train[1])
     with_d2l = d2l is not None and not args.no_d2l
@@ -315,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             "matplotlib progress board (Agg backend)"
         )
     print(f"1 warm-up epoch, then median of {args.epochs} timed epochs per side")
+    print(rate_line(device, rate))
     # Other processes on the same cores move every figure: say how busy the machine was.
     load_after, cpus = os.getloadavg()[0], os.cpu_count() or 1
     print(f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after ({cpus} CPUs)")
@@ -327,20 +335,23 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"{'model':<28} {'d2lcore s/epoch':>15} {'d2l s/epoch':>12} "
-        f"{'d2l/d2lcore':>11} {'d2l plotting s':>14} {'d2lcore val acc':>15} "
-        f"{'d2l val acc':>11}"
+        f"{'d2l/d2lcore':>11} {'GFLOP/epoch':>11} {'floor s':>8} {'d2lcore/floor':>13} "
+        f"{'d2l plotting s':>14} {'d2lcore val acc':>15} {'d2l val acc':>11}"
     )
     print(header)
     print("-" * len(header))
     for name, (ours, theirs) in runs.items():
+        floor = Floor(ours.flops, rate)
+        floors = (f"{floor.flops / 1e9:>11.1f} {floor.seconds:>8.3f} "
+                  f"{floor.ratio(ours.median):>12.1f}x")  # fmt: skip
         if theirs is None:
             print(f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {'-':>12} {'-':>11} "
-                  f"{'-':>14} {ours.val_acc:>15.4f} {'-':>11}")  # fmt: skip
+                  f"{floors} {'-':>14} {ours.val_acc:>15.4f} {'-':>11}")  # fmt: skip
             continue
         plot = theirs.plot_median
         print(
             f"{DESCRIPTIONS[name]:<28} {ours.median:>15.3f} {theirs.median:>12.3f} "
-            f"{theirs.median / ours.median:>10.1f}x "
+            f"{theirs.median / ours.median:>10.1f}x {floors} "
             f"{'-' if plot is None else f'{plot:.3f}':>14} "
             f"{ours.val_acc:>15.4f} "
             f"{'-' if theirs.val_acc is None else f'{theirs.val_acc:.4f}':>11}"

@@ -39,6 +39,9 @@ from dataclasses import replace
 
 import torch
 
+# The script's folder is on the path when it runs as a script.
+from floors import Floor, matmul_rate, model_arithmetic, rate_line
+
 import d2lcore
 from d2lcore.batched import fit_stacked
 from d2lcore.data import Splits, fashion_mnist_splits
@@ -132,6 +135,17 @@ def timed_func_stack(
                     regression=spec.regression, device=device, fast=False)  # fmt: skip
     sync(device)
     return time.perf_counter() - start
+
+
+def grid_flops(spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device) -> float:
+    """The grid's arithmetic: every configuration's epochs of training and validation."""
+    total = 0.0
+    num_val = len(data.val[1]) if data.val is not None else 0
+    for combo in grid_configs(axes):
+        config = replace(BASE, **combo)
+        arithmetic = model_arithmetic(build_model(spec, config, device), data.train[0][0])
+        total += config.num_epochs * arithmetic.epoch(len(data.train[1]), num_val)
+    return total
 
 
 def max_rel_diff(a: GridResults, b: GridResults) -> float:
@@ -233,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         train_grid(spec, {"lr": LRS}, BASE, small, device=device, cache=False, batched=True)
         train_grid(spec, {"lr": LRS[:1]}, BASE, small, device=device, cache=False, batched=False)
 
+    rate = matmul_rate(device)  # measured in this run, after the warm-up
+    print(rate_line(device, rate))
     header = (
         f"{'grid':<8} {'stacked s':>10} {'torch.func s':>13} {'one at a time s':>16} "
-        f"{'speedup':>8} {'max rel diff':>13}  train_grid's default here"
+        f"{'speedup':>8} {'GFLOP':>7} {'floor s':>8} {'stacked/floor':>13} "
+        f"{'alone/floor':>11} {'max rel diff':>13}  train_grid's default here"
     )
     print(f"\n{header}\n{'-' * len(header)}")
     for name in args.models:
         spec, axes = GRIDS[name]
         data = data_of[name]
+        floor = Floor(grid_flops(spec, axes, data, device), rate)
         t_batched, batched = timed_grid(spec, axes, data, device, batched=True)
         t_func = None if name in CONV else timed_func_stack(spec, axes, data, device)
         t_single, single = timed_grid(spec, axes, data, device, batched=False)
@@ -250,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         func = "(same)" if t_func is None else f"{t_func:.2f}"
         print(
             f"{name:<8} {t_batched:>10.2f} {func:>13} {t_single:>16.2f} "
-            f"{t_single / t_batched:>7.2f}x {diff:>13.1e}  {choice}"
+            f"{t_single / t_batched:>7.2f}x {floor.flops / 1e9:>7.1f} {floor.seconds:>8.3f} "
+            f"{floor.ratio(t_batched):>12.1f}x {floor.ratio(t_single):>10.1f}x "
+            f"{diff:>13.1e}  {choice}"
         )
 
     if args.profile and "mlp" in args.models:

@@ -18,6 +18,7 @@ from torch import nn
 from d2lcore.device import get_device
 from d2lcore.metrics import Batch, LossFn
 from d2lcore.metrics import evaluate as evaluate_batches
+from d2lcore.step import TrainStep
 
 
 @dataclass
@@ -123,6 +124,7 @@ def fit(
     device: torch.device | None = None,
     on_epoch_end: EpochHook | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    capture: bool | None = None,
 ) -> History:
     """Train ``model`` for ``num_epochs`` and return its :class:`History`.
 
@@ -144,6 +146,8 @@ def fit(
             (progress bars, live plots); the only hook.
         scheduler: a learning-rate schedule of ``optimizer``, stepped after every
             optimizer step (so its factors count steps, not epochs).
+        capture: replay the training step as a CUDA graph (:class:`~d2lcore.step.TrainStep`);
+            ``None`` does where the device is a GPU and the step allows it.
 
     A loss or an evaluated number that stops being finite (a learning rate too
     large) ends the run and marks the history diverged; it never raises.
@@ -170,7 +174,7 @@ def fit(
 
     (history,) = _loop(model, None, train_batches, loss_fn=loss_fn, optimizer=optimizer,
                        num_epochs=num_epochs, measure=measure, device=device,
-                       on_epoch_end=hook, scheduler=scheduler)  # fmt: skip
+                       on_epoch_end=hook, scheduler=scheduler, capture=capture)  # fmt: skip
     return history
 
 
@@ -213,6 +217,7 @@ def fit_stack(
     evaluate: StackEvalFn | None = None,
     device: torch.device | None = None,
     on_epoch_end: StackEpochHook | None = None,
+    capture: bool | None = None,
 ) -> list[History]:
     """Train every model of ``stack`` for ``num_epochs`` in the loop of :func:`fit`;
     return one :class:`History` per model, in the order the stack was given them.
@@ -223,7 +228,8 @@ def fit_stack(
     ``on_epoch_end(epoch, histories)`` sees every model's history. A model whose numbers
     stop being finite is marked diverged, as :func:`fit` marks a run, and leaves the
     stack (:meth:`Stack.keep_rows`): it can neither poison nor slow down the others.
-    Each history's ``seconds`` is the model's share of the epoch's time.
+    Each history's ``seconds`` is the model's share of the epoch's time; ``capture`` is
+    :func:`fit`'s.
     """
     device = device or get_device()
 
@@ -237,7 +243,7 @@ def fit_stack(
 
     return _loop(stack, stack, train_batches, loss_fn=loss_fn, optimizer=optimizer,
                  num_epochs=num_epochs, measure=measure, device=device,
-                 on_epoch_end=on_epoch_end, scheduler=None)  # fmt: skip
+                 on_epoch_end=on_epoch_end, scheduler=None, capture=capture)  # fmt: skip
 
 
 def _loop(
@@ -252,31 +258,25 @@ def _loop(
     device: torch.device,
     on_epoch_end: StackEpochHook | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    capture: bool | None,
 ) -> list[History]:
     """The epochs of :func:`fit` (``stack`` ``None``: one model) and :func:`fit_stack`
     (``model`` is ``stack``): one history per model."""
     histories = [History() for _ in (stack.rows if stack is not None else [0])]
     alive = list(range(len(histories)))  # the history of each model still training
+    step = TrainStep(model, loss_fn, optimizer, scheduler=scheduler, stacked=stack is not None,
+                     device=device, capture=capture)  # fmt: skip
     for epoch in range(1, num_epochs + 1):
         start = time.perf_counter()
         model.train()
         # Summed on the device and read once per epoch: a .item() per step would
         # make the CPU wait for the GPU after every batch.
-        loss_sum = torch.zeros(() if stack is None else len(alive), device=device)
+        step.new_epoch(None if stack is None else len(alive))
         n = 0
         for X, y in train_batches:
-            X, y = X.to(device), y.to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(model(X), y)  # a stack's: each model's mean loss, (K,)
-            # The models of a stack are independent: the sum gives each its own gradient.
-            (loss if stack is None else loss.sum()).backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            count = len(y) if stack is None else y.shape[1]
-            loss_sum += loss.detach() * count
-            n += count
-        train_loss = [v / max(n, 1) for v in loss_sum.reshape(-1).tolist()]
+            n += step(X.to(device), y.to(device))
+        assert step.loss_sum is not None
+        train_loss = [v / max(n, 1) for v in step.loss_sum.reshape(-1).tolist()]
         numbers = measure(model)
         seconds = (time.perf_counter() - start) / len(alive)
         kept = [row for row, k in enumerate(alive)
@@ -287,6 +287,7 @@ def _loop(
             break
         if stack is not None and len(kept) < len(alive):
             stack.keep_rows(kept)
+            step.forget()  # the stack's parameters are new tensors
             alive = [alive[row] for row in kept]
         if on_epoch_end is not None:
             on_epoch_end(epoch, histories)
