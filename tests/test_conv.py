@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2lcore.conv import LeNet, Residual, SmallResNet, conv_output_size, corr2d
+from d2lcore.conv import AvgPool2d, LeNet, Residual, SmallResNet, conv_output_size, corr2d
 from d2lcore.models import Dropout
 
 d2l = pytest.importorskip("d2l.torch")
@@ -80,6 +80,34 @@ def test_modern_lenet_layers_and_shapes() -> None:
     assert model.first_conv().weight.shape == (6, 1, 5, 5)
     no_bn = LeNet.modern(batch_norm=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 16, 10, 10), (2, 3, 7, 8), (5, 2, 6)])
+def test_avg_pool_equals_torch_forward_and_backward(shape: tuple[int, ...]) -> None:
+    X = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours, theirs = AvgPool2d(kernel_size=2, stride=2)(X), F.avg_pool2d(X, 2)
+    grad = torch.randn_like(theirs)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours, X, grad)[0],
+                               torch.autograd.grad(theirs, X, grad)[0])  # fmt: skip
+    assert torch.autograd.gradcheck(AvgPool2d(2, 2), (X[:1, :2].detach().requires_grad_(),))
+
+
+def test_avg_pool_other_windows_and_under_vmap() -> None:
+    X = torch.randn(2, 3, 9, 9)
+    for pool in (AvgPool2d(3, stride=2), AvgPool2d(2, stride=1), AvgPool2d(2, padding=1),
+                 AvgPool2d(2, ceil_mode=True)):  # fmt: skip
+        reference = nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+        torch.testing.assert_close(pool(X), reference(X))
+    # Stacked models call it under vmap (torch.func), gradients included.
+    Xs = torch.randn(4, 2, 3, 8, 8)
+
+    def loss(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return pool(x).pow(2).sum()
+
+    ours = torch.func.vmap(torch.func.grad(lambda x: loss(AvgPool2d(2, 2), x)))(Xs)
+    theirs = torch.stack([torch.func.grad(lambda x: loss(nn.AvgPool2d(2, 2), x))(x) for x in Xs])
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_lenet_other_image_size_and_channels() -> None:

@@ -15,8 +15,54 @@ from torch import nn
 
 from d2lcore.models import ACTIVATIONS, Dropout, check_activation
 
+
+class AvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d``, faster on the CPU for LeNet's 2 x 2 windows with stride 2.
+
+    torch's CPU kernel walks each window of an NCHW map on its own, and with LeNet's few
+    channels it took a quarter of a classic LeNet step; adding neighbouring rows and then
+    neighbouring columns as whole tensors does the same sums about three times faster,
+    backward included. The sum is the same up to float rounding (two pairs instead of
+    four terms in a row); other windows, padding or odd sizes use torch's kernel."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h, w = X.shape[-2:]
+        window = (self.kernel_size, self.stride, self.padding)
+        if window in ((2, 2, 0), ((2, 2), (2, 2), 0)) and not (h % 2 or w % 2 or self.ceil_mode) \
+                and self.divisor_override is None:  # fmt: skip
+            return _Pool2x2.apply(X)
+        return super().forward(X)
+
+
+class _Pool2x2(torch.autograd.Function):
+    """The mean of each 2 x 2 window of the last two axes (even sizes); its gradient
+    spreads a quarter of each output's gradient over its window, in one copy."""
+
+    generate_vmap_rule = True  # so torch.func stacks (vmap) can call it
+
+    @staticmethod
+    def forward(X: torch.Tensor) -> torch.Tensor:
+        h, w = X.shape[-2:]
+        rows = X.unflatten(-2, (h // 2, 2))  # (..., h/2, 2, w)
+        X = rows[..., 0, :] + rows[..., 1, :]  # neighbouring rows, (..., h/2, w)
+        cols = X.unflatten(-1, (w // 2, 2))  # (..., h/2, w/2, 2)
+        return (cols[..., 0] + cols[..., 1]) * 0.25
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        *lead, h, w = grad.shape
+        # Columns, then rows: each copy's innermost axis stays contiguous (one step with
+        # a (h, 2, w, 2) view took twice as long).
+        cols = (grad * 0.25).unsqueeze(-1).expand(*lead, h, w, 2).reshape(*lead, h, 2 * w)
+        return cols.unsqueeze(-2).expand(*lead, h, 2, 2 * w).reshape(*lead, 2 * h, 2 * w)
+
+
 #: Pooling layers by name, so a configuration can name one.
-POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+POOLS = {"avg": AvgPool2d, "max": nn.MaxPool2d}
 
 
 def conv_output_size(n: int, kernel_size: int, padding: int = 0, stride: int = 1) -> int:
