@@ -15,9 +15,9 @@ Every side is ``d2lcore.sweep.train_grid``: ``batched=True`` stacks (the batched
 fast path for softmax and the MLP, ``torch.func`` for LeNet), ``batched=False`` calls
 ``train_one`` (``d2lcore.train.fit``) per configuration. For softmax and the MLP a third
 column stacks them with ``torch.func`` too (``fit_stacked(..., fast=False)``), to show
-what the fast path is worth. The last column says what ``train_grid`` chooses by
-default on this device (``batched=None``, from the kind's entry in
-``d2lcore.config.KINDS``).
+what the fast path is worth. The last columns time ``train_grid``'s own choice
+(``batched=None``: it measures each path for a few steps, ``d2lcore.stack_choice``, and
+trains on the fastest), its probe included, and say what it measured.
 
 ``--profile`` also runs the batched MLP grid under ``torch.profiler`` and prints where
 its time goes (GEMMs, dropout, gathers, ...).
@@ -108,7 +108,8 @@ def sync(device: torch.device) -> None:
 
 
 def timed_grid(
-    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device, batched: bool
+    spec: ModelSpec, axes: dict[str, list], data: Splits, device: torch.device,
+    batched: bool | None,
 ) -> tuple[float, GridResults]:
     """Seconds to train the grid (cache off), and the grid."""
     sync(device)
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'grid':<8} {'stacked s':>10} {'torch.func s':>13} {'one at a time s':>16} "
         f"{'speedup':>8} {'GFLOP':>7} {'floor s':>8} {'stacked/floor':>13} "
-        f"{'alone/floor':>11} {'max rel diff':>13}  train_grid's default here"
+        f"{'alone/floor':>11} {'max rel diff':>13} {'chosen s':>9}  train_grid's choice"
     )
     print(f"\n{header}\n{'-' * len(header)}")
     for name in args.models:
@@ -263,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         t_func = None if name in CONV else timed_func_stack(spec, axes, data, device)
         t_single, single = timed_grid(spec, axes, data, device, batched=False)
         diff = max_rel_diff(batched, single)
-        reason = spec.unstacked_reason(device)
-        choice = "stacked" if reason is None else "one at a time"
+        # train_grid's own choice (batched=None), measured by it: its probe included.
+        t_chosen, chosen = timed_grid(spec, axes, data, device, batched=None)
         func = "(same)" if t_func is None else f"{t_func:.2f}"
         print(
             f"{name:<8} {t_batched:>10.2f} {func:>13} {t_single:>16.2f} "
             f"{t_single / t_batched:>7.2f}x {floor.flops / 1e9:>7.1f} {floor.seconds:>8.3f} "
             f"{floor.ratio(t_batched):>12.1f}x {floor.ratio(t_single):>10.1f}x "
-            f"{diff:>13.1e}  {choice}"
+            f"{diff:>13.1e} {t_chosen:>9.2f}  {'; '.join(chosen.meta.get('stacking', []))}"
         )
 
     if args.profile and "mlp" in args.models:

@@ -334,7 +334,7 @@ def test_lenet_grid_stacks_on_cuda_and_equals_alone() -> None:
     base = TrainConfig(lr=0.05, num_epochs=2, batch_size=16)
     data = images(n=60, size=28)
     axes = {"lr": [0.05, 0.2], "dropout": [0.0, 0.3], "seed": [0, 1]}
-    grid = train_grid(spec, axes, base, data, device="cuda", cache=False)
+    grid = train_grid(spec, axes, base, data, device="cuda", cache=False, batched=True)
     assert grid.meta["batched"] is True and "unstacked_reason" not in grid.meta
     for run in grid:
         alone = train_one(spec, replace(base, **run.config), data, device="cuda")

@@ -14,9 +14,9 @@ PACKAGE = Path(d2lcore.__file__).parent
 #: the same). A new module must be placed here.
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("device", "profile", "datafiles", "download", "data", "pipeline", "models",
-                   "conv", "init", "metrics", "train"),
+                   "conv", "init", "metrics", "step", "train"),
     "runs": ("cache", "keys", "grid", "config", "stacks", "sequential_stack", "batched",
-             "sweep"),
+             "stack_choice", "sweep"),
     "figures": ("figure_page", "figure_text", "plotting", "sliders", "tiles", "widgets"),
     "topics": ("polynomial", "surface", "optim", "diagnostics", "modern_cnn", "attention",
                "sequence_tasks", "transformer", "heads", "checkpoint", "probe", "finetune",

@@ -87,7 +87,7 @@ def test_softmax_grid_equals_train_one() -> None:
     base = TrainConfig(lr=0.5, num_epochs=3, batch_size=32)
     data = image_data()
     axes = {"lr": [0.1, 1.0], "init": ["default", "normal", "xavier_uniform"], "seed": [0, 1]}
-    grid = train_grid(spec, axes, base, data, cache=False)
+    grid = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert [r.config for r in grid.runs] == grid_configs(axes)
     assert_matches_train_one(grid, spec, base, data)
     # Training did something, and different configs gave different runs.
@@ -106,7 +106,7 @@ def test_mlp_dropout_grid_equals_train_one(seeds: list[int]) -> None:
         "init": ["default", "normal", "kaiming_normal"],
         "seed": seeds,
     }
-    grid = train_grid(spec, axes, base, data, cache=False)
+    grid = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert_matches_train_one(grid, spec, base, data)
     # Dropout changed the runs (the masks are really drawn).
     run = grid.get(lr=0.5, dropout=0.0, init="normal", seed=0)
@@ -119,7 +119,8 @@ def test_mlp_adam_grid_equals_train_one() -> None:
     base = TrainConfig(lr=0.01, num_epochs=2, batch_size=50, optimizer="adam", dropout=0.3)
     data = image_data()
     grid = train_grid(
-        spec, {"lr": [1e-3, 1e-2], "weight_decay": [0.0, 0.01]}, base, data, cache=False
+        spec, {"lr": [1e-3, 1e-2], "weight_decay": [0.0, 0.01]}, base, data, cache=False,
+        batched=True,
     )
     assert_matches_train_one(grid, spec, base, data)
 
@@ -130,7 +131,7 @@ def test_linear_regression_grid_with_divergence() -> None:
     data = regression_data()
     # lr=1.6 blows up over a few epochs: the loss overflows mid-run, not at once.
     axes = {"lr": [0.01, 0.1, 1.6], "weight_decay": [0.0, 0.1]}
-    grid = train_grid(spec, axes, base, data, cache=False)
+    grid = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert_matches_train_one(grid, spec, base, data)
     for wd in (0.0, 0.1):
         bad = grid.get(lr=1.6, weight_decay=wd).history
@@ -163,7 +164,7 @@ def test_fallback_gives_the_same_results_and_api() -> None:
     data = image_data()
     axes = {"dropout": [0.0, 0.5], "batch_size": [40, 64]}
     one_by_one = train_grid(spec, axes, base, data, cache=False, batched=False)
-    together = train_grid(spec, axes, base, data, cache=False)
+    together = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert one_by_one.meta["batched"] is False and together.meta["batched"] is True
     assert one_by_one.axes == together.axes and len(one_by_one) == 4
     for a, b in zip(one_by_one, together, strict=True):
@@ -182,7 +183,7 @@ def test_splits_with_their_own_batch_sizes_are_accepted() -> None:
                   batch_size=16, eval_batch_size=20, seed=3)  # fmt: skip
     spec = ModelSpec("softmax", 36, 4)
     base = TrainConfig(lr=0.5, num_epochs=2, batch_size=32)
-    grid = train_grid(spec, {"lr": [0.1, 0.5]}, base, data, cache=False)
+    grid = train_grid(spec, {"lr": [0.1, 0.5]}, base, data, cache=False, batched=True)
     assert_matches_train_one(grid, spec, base, data)
     assert all(r.test_acc is not None for r in grid)
 
@@ -210,7 +211,7 @@ def test_momentum_and_schedules_grid_equals_train_one(optimizer: str) -> None:
                                               "warmup_epochs": [0, 1]}  # fmt: skip
     if optimizer == "sgd":
         axes["momentum"] = [0.0, 0.9]
-    grid = train_grid(spec, axes, base, data, cache=False)
+    grid = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert_matches_train_one(grid, spec, base, data)
     finals = {r.history.train_loss[-1] for r in grid.runs}
     assert len(finals) == len(grid), "momentum and the schedules should change the runs"

@@ -4,14 +4,13 @@ slower there) and stacked where the kind's entry allows it."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from d2lcore import config, sweep
+from d2lcore import sweep
 from d2lcore.conv import LeNet, SmallResNet
 from d2lcore.data import Splits
 from d2lcore.device import make_generator
@@ -32,14 +31,11 @@ def tiny_images(n: int = 96, size: int = 28) -> Splits:
 def test_spec_builds_conv_models() -> None:
     lenet = ModelSpec("lenet", num_inputs=1, num_outputs=3, activation="sigmoid", pool="avg")
     model = lenet.build(dropout=0.2)
-    assert isinstance(model, LeNet) and lenet.batchable
-    assert "slower" in str(lenet.unstacked_reason("cpu"))
-    assert lenet.unstacked_reason("cuda") is None
+    assert isinstance(model, LeNet)
     assert sum(isinstance(m, Dropout) for m in model.modules()) == 2
     assert isinstance(model.net[1], nn.Sigmoid) and isinstance(model.net[2], nn.AvgPool2d)
     resnet = ModelSpec("resnet", num_inputs=1, num_outputs=3, hidden_sizes=(4, 8), batch_norm=True)
-    assert isinstance(resnet.build(), SmallResNet) and resnet.unstacked_reason("cpu")
-    assert ModelSpec("mlp", 784, 10, hidden_sizes=(8,)).batchable
+    assert isinstance(resnet.build(), SmallResNet)
 
 
 def test_spec_rejects_bad_conv_options() -> None:
@@ -51,23 +47,18 @@ def test_spec_rejects_bad_conv_options() -> None:
         ModelSpec("mlp", 784, 10, hidden_sizes=(8,), batch_norm=True)
 
 
-@pytest.mark.parametrize("batched", [None, False])
-@pytest.mark.skipif(torch.cuda.is_available(), reason="train_grid stacks conv kinds on a GPU")
-def test_train_grid_trains_conv_kinds_one_at_a_time(
-    batched: bool | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_train_grid_trains_conv_kinds_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_stacking(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a convolutional grid must not be stacked")
+        raise AssertionError("batched=False must not stack")
 
     monkeypatch.setattr(sweep, "fit_stacked", no_stacking)
     spec = ModelSpec("lenet", num_inputs=1, num_outputs=3, batch_norm=True)
     base = TrainConfig(lr=0.05, num_epochs=2, batch_size=16)
     axes = {"lr": [0.05, 0.2], "init": ["default", "kaiming_normal"], "dropout": [0.0, 0.3]}
     data = tiny_images()
-    grid = train_grid(spec, axes, base, data, batched=batched, cache=False)
+    grid = train_grid(spec, axes, base, data, batched=False, cache=False)
     assert grid.meta["batched"] is False and len(grid) == 8
-    want = spec.unstacked_reason("cpu") if batched is None else "batched=False"
-    assert grid.meta["unstacked_reason"] == want
+    assert grid.meta["unstacked_reason"] == "batched=False"
     for run in grid:
         alone = train_one(spec, replace(base, **run.config), data)
         assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=1e-6)
@@ -88,15 +79,9 @@ def test_conv_grid_is_cached(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize("kind", ["lenet", "resnet"])
-def test_train_grid_stacks_conv_kinds_where_their_entry_allows(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The CPU policy lives in the kind's entry: lift it, and the grid stacks (the
-    dropout-free and the dropout configurations in two stacks) and equals train_one."""
-    for name in ("lenet", "resnet"):
-        monkeypatch.setitem(
-            config.KINDS, name, dataclasses.replace(config.KINDS[name], unstacked_on={})
-        )
+def test_train_grid_stacks_conv_kinds(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacked (the dropout-free and the dropout configurations in two stacks), a
+    convolutional grid equals train_one."""
     stacked: list[int] = []
     real = sweep.fit_stacked
 
@@ -114,7 +99,7 @@ def test_train_grid_stacks_conv_kinds_where_their_entry_allows(
         data = tiny_images(size=8)
     base = TrainConfig(lr=0.05, num_epochs=2, batch_size=16)
     axes = {"lr": [0.05, 0.2], "dropout": [0.0, 0.3], "seed": [0, 1]}
-    grid = train_grid(spec, axes, base, data, cache=False)
+    grid = train_grid(spec, axes, base, data, cache=False, batched=True)
     assert grid.meta["batched"] is True and sorted(stacked) == [4, 4]
     for run in grid:
         alone = train_one(spec, replace(base, **run.config), data)

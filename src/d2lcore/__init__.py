@@ -9,9 +9,10 @@ below (``tests/test_layout.py`` checks it):
   find or download), ``data`` (``Splits`` of tensors with ``.loader()``,
   Fashion-MNIST and synthetic data in memory), ``pipeline`` (Fashion-MNIST laid out for
   torchvision, a loader's epoch timed), ``models`` and ``conv`` (plain
-  ``nn.Module`` s), ``init``, ``metrics``, ``train`` (the one training loop: ``fit`` for a
-  model, ``fit_stack`` for a stack of models; ``History``, ``RunResult``: what every
-  trainer returns).
+  ``nn.Module`` s), ``init``, ``metrics``, ``step`` (the training step, replayed as a
+  CUDA graph on a GPU), ``train`` (the one training loop: ``fit`` for a model,
+  ``fit_stack`` for a stack of models; ``History``, ``RunResult``: what every trainer
+  returns).
 - **runs**: ``cache`` (one atomic, keyed cache for grids and checkpoints), ``grid`` (``Grid``,
   the one configuration order; ``run_grid``, a cached grid of any per-configuration
   function with extras), ``config`` (``TrainConfig``: hyperparameters, momentum and the
@@ -19,7 +20,8 @@ below (``tests/test_layout.py`` checks it):
   models as one module with a leading model axis, from the real module with
   ``torch.func``) and ``sequential_stack`` (its batched-matmul fast path), ``batched``
   (a grid's models trained as one stack: the stacked optimizer, ``fit_stacked``),
-  ``sweep`` (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
+  ``stack_choice`` (which way a group trains fastest here, measured), ``sweep``
+  (``train_one``, and ``train_grid``: ``run_grid`` plus stacking).
 - **figures**: ``plotting`` (plotly figures, the book's renderer), ``figure_page`` (+
   ``figure.js``, ``figure.css``: an interactive figure's HTML controls, readout and page
   script), ``figure_text`` (a configuration in words: labels, values, readouts),

@@ -1,9 +1,8 @@
 """What a run is made of: its hyperparameters (:class:`TrainConfig`), its architecture
 (:class:`ModelSpec`) and the registry of model kinds (:data:`KINDS`).
 
-Each kind says, in one entry, how to build its model, which loss trains it, which
-options it takes, and whether :func:`~d2lcore.sweep.train_grid` may stack its
-configurations (and why not, where it may not). Adding a kind is one entry.
+Each kind says, in one entry, how to build its model, which loss trains it and which
+options it takes. Adding a kind is one entry.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -156,19 +155,6 @@ def _set_number(obj: object, name: str, **limits: Any) -> None:
     object.__setattr__(obj, name, _check_number(name, getattr(obj, name), **limits))
 
 
-#: Why the convolutional kinds train one configuration at a time on the CPU. Stacked,
-#: every convolution after the first is a grouped convolution (``vmap`` of ``conv2d``
-#: with stacked weights and inputs: groups = K), which the CPU runs slower than K
-#: convolutions one model at a time: the modern LeNet grid of ``benchmarks/bench_grid.py``
-#: (27 configurations, 1,000 training and 500 validation images, batch 256, one thread)
-#: took 18.7 s stacked against 9.9 s one at a time. On a GPU one small model is
-#: launch-bound, so a stack of K should cost about as much as one: stack there.
-CONV_ON_CPU = (
-    "stacked convolutions (grouped convolutions) are slower on the CPU than one model at "
-    "a time (benchmarks/bench_grid.py)"
-)
-
-
 @dataclass(frozen=True)
 class ModelKind:
     """One model kind: how to build it and train it.
@@ -180,9 +166,9 @@ class ModelKind:
         hidden: whether it needs ``hidden_sizes`` (and only then takes them).
         conv: ``num_inputs`` counts input channels; takes ``batch_norm``.
         dropout: whether it has a place for dropout.
-        unstacked_on: device types (``"cpu"``, ``"cuda"``) where
-            :func:`~d2lcore.sweep.train_grid` trains one configuration at a time, each
-            with the reason.
+
+    Whether :func:`~d2lcore.sweep.train_grid` stacks configurations of a kind is measured
+    on the device (:mod:`d2lcore.stack_choice`), not written here.
     """
 
     build: Callable[[ModelSpec, float, torch.Generator | None], nn.Module]
@@ -190,7 +176,6 @@ class ModelKind:
     hidden: bool = False
     conv: bool = False
     dropout: bool = True
-    unstacked_on: dict[str, str] = field(default_factory=dict)
 
     def loss(self) -> nn.Module:
         """The loss that trains this kind (averaged over the batch)."""
@@ -226,8 +211,8 @@ KINDS: dict[str, ModelKind] = {
         dropout=False,
     ),
     "mlp": ModelKind(_mlp, hidden=True),
-    "lenet": ModelKind(_lenet, conv=True, unstacked_on={"cpu": CONV_ON_CPU}),
-    "resnet": ModelKind(_resnet, hidden=True, conv=True, unstacked_on={"cpu": CONV_ON_CPU}),
+    "lenet": ModelKind(_lenet, conv=True),
+    "resnet": ModelKind(_resnet, hidden=True, conv=True),
 }
 
 
@@ -289,17 +274,6 @@ class ModelSpec:
     @property
     def regression(self) -> bool:
         return self.model_kind.regression
-
-    def unstacked_reason(self, device: torch.device | str) -> str | None:
-        """Why :func:`~d2lcore.sweep.train_grid` trains this architecture one
-        configuration at a time on ``device``; ``None`` when it stacks them."""
-        return self.model_kind.unstacked_on.get(torch.device(device).type)
-
-    @property
-    def batchable(self) -> bool:
-        """Whether :func:`~d2lcore.sweep.train_grid` stacks configurations of it on some
-        device (the CPU or a GPU)."""
-        return not {"cpu", "cuda"} <= set(self.model_kind.unstacked_on)
 
     def build(self, *, dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
         """A fresh model (PyTorch's default init, from the global generator); ``generator``

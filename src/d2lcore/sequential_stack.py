@@ -24,6 +24,22 @@ from d2lcore.stacks import Stack, StackDropout
 Op = tuple[str, int]
 
 
+def _reproduced(
+    models: Sequence[nn.Module],
+) -> list[tuple[list[nn.Module], dict[int, float]]] | None:
+    """Each model's parts where every one is a plain sequence of the same layers."""
+    parts = [_parts(m) for m in models]
+    if any(p is None for p in parts):
+        return None
+    found = [p for p in parts if p is not None]
+    cores = [core for core, _ in found]
+    if len({len(core) for core in cores}) > 1:
+        return None
+    if not all(_same_kind(column) for column in zip(*cores, strict=True)):
+        return None
+    return found
+
+
 def _parts(model: nn.Module) -> tuple[list[nn.Module], dict[int, float]] | None:
     """``model``'s layers without its Dropout layers, and each Dropout's rate by its
     place (the number of other layers before it); ``None`` where the model is not a
@@ -118,16 +134,15 @@ class SequentialStack(Stack):
         reproduces exactly: a Flatten first, Linear layers with biases, activations of
         :data:`~d2lcore.models.ACTIVATIONS` and Dropout layers, all in one order but for
         the Dropout layers; else ``None``."""
-        parts = [_parts(m) for m in models]
-        if any(p is None for p in parts):
-            return None
-        found = [p for p in parts if p is not None]
-        cores = [core for core, _ in found]
-        if len({len(core) for core in cores}) > 1:
-            return None
-        if not all(_same_kind(column) for column in zip(*cores, strict=True)):
+        found = _reproduced(models)
+        if found is None:
             return None
         return SequentialStack(found, models, seeds, example, device, shared_input=shared_input)
+
+    @staticmethod
+    def reproduces(models: Sequence[nn.Module]) -> bool:
+        """Whether :meth:`from_models` stacks ``models`` (without building the stack)."""
+        return _reproduced(models) is not None
 
     def activation_runs(self) -> list[list[tuple[nn.Module, slice]]]:
         """Per activation column, the runs of neighbouring models with one activation."""

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from d2lcore.batched import fit_stacked
-from d2lcore.cache import tensor_digest
+from d2lcore.cache import cache_dir, tensor_digest
 from d2lcore.config import KINDS, ModelKind, ModelSpec, TrainConfig
 from d2lcore.data import Splits
 from d2lcore.device import get_device, make_generator
 from d2lcore.grid import AxisValue, Config, Grid, GridResults, grid_configs, run_grid
 from d2lcore.init import init_weights
 from d2lcore.metrics import evaluate
+from d2lcore.stack_choice import Choice, choose, kept_in
 from d2lcore.stacks import dropout_generator, structure, why_not_stacked
 from d2lcore.train import EpochHook, RunResult, fit, seeded
 
@@ -72,8 +73,10 @@ def train_one(
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)  # fmt: skip
     else:
+        # capturable: the step count on the GPU, so the step can replay as a CUDA graph
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                     weight_decay=config.weight_decay)  # fmt: skip
+                                     weight_decay=config.weight_decay,
+                                     capturable=device.type == "cuda")  # fmt: skip
     train = data.loader("train", batch_size=config.batch_size, seed=config.seed, device=device)
     scheduler = None
     if config.scheduled:
@@ -135,19 +138,20 @@ def train_grid(
     Configurations sharing ``batch_size``, ``num_epochs`` and ``optimizer`` whose
     models have the same layers (a dropout rate of 0 builds no dropout layer) train
     together with stacked weights (:func:`~d2lcore.batched.fit_stacked`); each equals
-    :func:`train_one` with its config up to float rounding. Where the spec's kind is
-    slower stacked on ``device`` (:meth:`ModelSpec.unstacked_reason`: the convolutional
-    kinds on the CPU) every configuration trains alone with :func:`train_one`, unless
-    ``batched=True``. A diverged configuration is marked in its history and the others
-    go on.
+    :func:`train_one` with its config up to float rounding. Whether a group trains
+    stacked (on the matmul path or with ``torch.func``) or one configuration at a time
+    is measured on ``device`` for the group's models and batches
+    (:func:`~d2lcore.stack_choice.choose`): stacked convolutions, for one, are slower on
+    a CPU and faster on a GPU. A diverged configuration is marked in its history and the
+    others go on.
 
     Args:
         data: the tensors of each split (e.g. :func:`~d2lcore.data.fashion_mnist_splits`);
             batch size and seed come from each configuration.
-        batched: ``None`` stacks where the kind's entry says it is faster on
-            ``device``; ``True`` stacks wherever the models can stack (to measure it,
-            as ``benchmarks/bench_grid.py`` does); ``False`` trains one configuration
-            at a time with :func:`train_one`.
+        batched: ``None`` takes each group's faster path, measured; ``True`` stacks
+            wherever the models can stack, on the matmul path where it applies (to
+            measure it, as ``benchmarks/bench_grid.py`` does); ``False`` trains one
+            configuration at a time with :func:`train_one`.
         cache: ``True`` keeps results in :func:`~d2lcore.cache.default_cache_dir`, a
             path keeps them there, ``False`` always trains. The key covers the axes,
             what the grid's functions capture (the spec, every configuration, the
@@ -162,8 +166,9 @@ def train_grid(
 
     Every run's ``model`` is the trained module (``None`` when read from the cache).
     ``meta`` records ``key``, ``from_cache``, ``seconds`` (this call),
-    ``train_seconds``, ``device``, ``batched`` (whether configurations were batched)
-    and, where they were not, ``unstacked_reason``.
+    ``train_seconds``, ``device``, ``batched`` (whether configurations were batched),
+    ``stacking`` (each group's path and what was measured) and, where none stacked,
+    ``unstacked_reason``.
     """
     device = get_device(device)
     names = {f.name for f in fields(TrainConfig)}
@@ -172,12 +177,10 @@ def train_grid(
         if name not in names:
             raise ValueError(f"unknown axis {name!r}; axes are TrainConfig fields: {sorted(names)}")
     configs = [replace(base, **cast(dict[str, Any], c)) for c in grid]  # validates each
-    reason: str | None = "batched=False"
-    if batched is None:
-        reason = spec.unstacked_reason(device)
-    elif batched:
-        reason = None
+    reason = "batched=False" if batched is False else None
+    measure = batched is None  # each group's path measured (stack_choice) or forced
     batched = reason is None
+    paths: list[str] = []  # each group's path, for meta
 
     def with_extras(run: RunResult, config: TrainConfig) -> RunResult:
         if extras is not None and run.model is not None:
@@ -199,13 +202,22 @@ def train_grid(
         example = data.train[0][:1]
         for members in group_of.values():
             group = [todo[i] for i in members]
-            if len(members) == 1 or why_not_stacked([models[i] for i in members], example):
+            choice = Choice("alone")
+            if len(members) > 1 and not why_not_stacked([models[i] for i in members], example):
+                choice = Choice("matmuls")
+                if measure:
+                    choice = choose(spec, [models[i] for i in members], group, data, device,
+                                    train_alone=lambda c, d: train_one(spec, c, d, device=device),
+                                    build=lambda c: build_model(spec, c, device))  # fmt: skip
+                paths.append(f"{len(members)} models: {choice.describe()}")
+            if not choice.stacked:
                 for i in members:
                     results[i] = with_extras(train_one(spec, todo[i], data, device=device),
                                              todo[i])  # fmt: skip
                 continue
             trained = fit_stacked([models[i] for i in members], group, data,
-                                  regression=spec.regression, device=device)  # fmt: skip
+                                  regression=spec.regression, device=device,
+                                  fast=choice.fast)  # fmt: skip
             for i, (history, test_acc) in zip(members, trained, strict=True):
                 run = RunResult(config=asdict(todo[i]), history=history, test_acc=test_acc,
                                 model=models[i])  # fmt: skip
@@ -213,9 +225,14 @@ def train_grid(
         return [r for r in results if r is not None]
 
     # The key reads what `one` and `together` capture: spec, configs, data, extras.
-    out = run_grid(grid.axes, one, batch=together if batched else None, cache=cache,
-                   device=device, name="train_grid")  # fmt: skip
+    with kept_in(cache_dir(cache)):  # measured choices of stacking, beside the grids
+        out = run_grid(grid.axes, one, batch=together if batched else None, cache=cache,
+                       device=device, name="train_grid")  # fmt: skip
+    if paths and all("models: alone" in p for p in paths):  # every group measured slower
+        batched, reason = False, "; ".join(paths)  # stacked than one at a time
     out.meta["batched"] = batched
     if reason is not None:
         out.meta["unstacked_reason"] = reason
+    if paths:
+        out.meta["stacking"] = paths
     return out
