@@ -54,7 +54,7 @@ export D2L_CACHE_DIR ?= $(CURDIR)/.d2l_cache
 # Debian packages, as root: the package index is refreshed only when the install fails.
 APT_INSTALL = (apt-get install -y -q $(1) || (apt-get update -q && apt-get install -y -q $(1))) >/dev/null
 
-.PHONY: book book-ci test $(TEST_STAGES) test-build test-binder-env test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels
+.PHONY: book book-ci test $(TEST_STAGES) test-build test-binder-env test-compat setup env data vendor browser linters bench clean gpu-check gpu-wheels gpu-vendor gpu-book
 
 # Pages execute through jupyter-cache: a page runs again when its cells change, and every
 # page runs again when d2lcore, the pins, D2L_PROFILE or the device change
@@ -248,18 +248,23 @@ bench: setup
 gpu-check: setup
 	$(PY) -m booktools.gpu_check gpu-check --profile gpu
 
-# The wheels a bare GPU machine (CPython $(GPU_PYTHON), no network) needs for the check,
-# at the versions pinned in requirements.txt: about 30 MB, carried with the working tree.
+# What a bare GPU machine (CPython $(GPU_PYTHON), no network) needs beyond torch, carried
+# with the working tree (booktools/gpu_wheels.py; 64 MiB a call at most): the pages'
+# wheels (~31 MB, .gpu-wheels/), Jupyter Book's (~25 MB, .gpu-book-wheels/), .vendor/ as a
+# tarball (~5 MB, .gpu-vendor.tar.xz).
 GPU_PYTHON ?= 3.12
 gpu-wheels: env
-	rm -rf .gpu-wheels && mkdir -p .gpu-wheels
-	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
-	  --python-version $(GPU_PYTHON) --platform manylinux_2_28_x86_64 \
-	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu-wheels \
-	  $$(grep -v '^#' booktools/gpu_wheels.txt | while read -r name; do \
-	       grep -hi "^$${name}==" requirements.txt requirements-reference.txt \
-	         || echo "$$name"; done)
-	@du -sh .gpu-wheels
+	$(PY) -m booktools.gpu_wheels .gpu-wheels --python $(GPU_PYTHON)
+	$(PY) -m booktools.gpu_wheels .gpu-book-wheels --book --python $(GPU_PYTHON)
+
+gpu-vendor: vendor
+	tar -cJf .gpu-vendor.tar.xz .vendor
+	@du -h .gpu-vendor.tar.xz
+
+# The book built with Jupyter Book in the gpu profile (booktools/gpu_book.py), here: the
+# report goes to gpu-book/, the HTML to _build/gpu/_build/html.
+gpu-book: setup
+	$(PY) -m booktools.gpu_book gpu-book --profile gpu
 
 clean:
 	rm -rf _build .d2l_cache

@@ -22,6 +22,9 @@ Command-line tools (``python -m booktools.NAME --help``)
     ``colab_notebooks``  the chapters as Colab notebooks
     ``gpu_check``        every page as a script and the benchmarks, on a bare GPU machine
                          (``gpu_wheels.txt``: what it carries there)
+    ``gpu_book``         the book built with Jupyter Book on a bare GPU machine, with its
+                         execution report (``gpu_book_wheels.txt``: what it adds)
+    ``gpu_wheels``       the wheels both carry, pinned and slimmed (``make gpu-wheels``)
     ``repo2docker_lock`` the environment Binder's image starts from
     ``binder_requirements`` binder/requirements.txt from the lock
     ``test_build``       the book built for the tests, into ``_build/test``

@@ -46,8 +46,11 @@ def command(out: Path | None, source: Path = ROOT) -> list[str]:
     """The build as CI runs it (every page read, every warning an error, the other pages
     still built after one fails) of the book in ``source`` into ``out`` (``None``: into
     ``source`` itself); the tests' small books are built with it too."""
-    jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
-    cmd = [jupyter_book, "build", str(source), "--all", "-W", "--keep-going"]
+    script = Path(sys.executable).parent / "jupyter-book"
+    # Where Jupyter Book came as an unpacked wheel (a bare GPU machine) it has no script.
+    run_main = "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
+    jupyter_book = [str(script)] if script.is_file() else [sys.executable, "-c", run_main]
+    cmd = [*jupyter_book, "build", str(source), "--all", "-W", "--keep-going"]
     return cmd if out is None else [*cmd, "--path-output", str(out)]
 
 
@@ -79,15 +82,16 @@ def waiting_for(lines: Iterable[str]) -> str:
     return f"the step after: {last}" if last else "its first output"
 
 
-def build(out: Path, limit_s: float) -> int:
-    """Build the book into ``out``, streaming the log to stdout and ``out/_build/build.log``."""
+def build(out: Path, limit_s: float, source: Path = ROOT) -> int:
+    """Build the book in ``source`` into ``out``, streaming the log to stdout and
+    ``out/_build/build.log``."""
     log_path = out / "_build" / "build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("D2L_CACHE_DIR", str(ROOT / ".d2l_cache"))
     lines: list[str] = []
     start = time.monotonic()
-    proc = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command(out, source), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)  # fmt: skip
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()
