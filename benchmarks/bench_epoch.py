@@ -113,8 +113,10 @@ def d2lcore_model(name: str) -> nn.Module:
     return MLP(hidden_sizes=(HIDDEN,), dropout=DROPOUT)
 
 
-def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device) -> Result:
-    """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included)."""
+def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device,
+                capture: bool | None = None) -> Result:  # fmt: skip
+    """Train with d2lcore's loop; ``fit`` records each epoch's seconds (validation included).
+    ``capture``: the step replayed as a CUDA graph (``None``: where fit would)."""
     d2lcore.set_seed(0)
     model = d2lcore_model(name).to(device)
     arithmetic = model_arithmetic(model, splits.train[0][0])
@@ -128,6 +130,7 @@ def run_d2lcore(name: str, splits: Splits, num_epochs: int, device: torch.device
         num_epochs=num_epochs,
         val_batches=splits.loader("val"),
         device=device,
+        capture=capture,
     )
     return Result(seconds=history.seconds, val_acc=history.val_acc[-1], flops=flops)
 
@@ -293,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     num_train = len(splits.train[1])
     with_d2l = d2l is not None and not args.no_d2l
     runs: dict[str, tuple[Result, Result | None]] = {}
+    eager: dict[str, Result] = {}
     steps_ours = len(splits.loader("train"))
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
         data = d2l_fashion_mnist(Path(tmp), num_train) if with_d2l else None
@@ -303,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             ours = run_d2lcore(name, splits, num_epochs, device)
             theirs = run_d2l(name, data, num_epochs, device) if data is not None else None
             runs[name] = (ours, theirs)
+            if device.type == "cuda":  # what replaying the step as a CUDA graph is worth
+                eager[name] = run_d2lcore(name, splits, num_epochs, device, capture=False)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
@@ -356,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{ours.val_acc:>15.4f} "
             f"{'-' if theirs.val_acc is None else f'{theirs.val_acc:.4f}':>11}"
         )
+    for name, result in eager.items():
+        print(f"{DESCRIPTIONS[name]:<28} without CUDA graphs (D2L_CUDA_GRAPHS=off): "
+              f"{result.median:.3f} s/epoch, {Floor(result.flops, rate).ratio(result.median):.1f}x "
+              f"its floor; with them {runs[name][0].median:.3f} s")  # fmt: skip
     print("\nevery epoch's seconds (warm-up first):")
     for name, (ours, theirs) in runs.items():
         print(f"  {name:<8} d2lcore [{fmt_list(ours.seconds)}]")

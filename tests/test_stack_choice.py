@@ -142,3 +142,17 @@ def test_a_measured_grid_equals_train_one_and_says_what_it_measured() -> None:
         assert grid.meta["batched"] is False and grid.meta["unstacked_reason"] == path
     else:
         assert grid.meta["batched"] is True and "unstacked_reason" not in grid.meta
+
+
+def test_a_group_with_a_warm_up_is_measured_on_its_own_schedule() -> None:
+    """A configuration whose learning rate warms up for an epoch keeps its schedule in the
+    probe (it decides whether a GPU replays the step as a graph): two epochs a run."""
+    calls: list[tuple[int, int]] = []
+
+    def counted(config: TrainConfig, data: Splits) -> None:
+        calls.append((config.num_epochs, config.warmup_epochs))
+
+    models, configs = group()
+    warm = [replace(c, num_epochs=3, warmup_epochs=1, schedule="cosine") for c in configs]
+    picked = choice(counted, models, warm)
+    assert calls == [(2, 1), (2, 1)] and picked.seconds

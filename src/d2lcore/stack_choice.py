@@ -149,7 +149,10 @@ def _measure(spec: ModelSpec, configs: Sequence[TrainConfig], data: Splits,
     """Seconds a model and step of each path: a run of one step to warm up, then a
     timed run of :data:`PROBE_STEPS` steps on the first training examples."""
     batch = configs[0].batch_size
-    one = [replace(c, num_epochs=1) for c in configs]
+    # One epoch, or as many as a warm-up of the learning rate needs to leave one after it
+    # (a schedule stays: on a GPU it decides whether the step replays as a graph).
+    epochs = 1 + max(c.warmup_epochs for c in configs)
+    one = [replace(c, num_epochs=epochs) for c in configs]
 
     def cut(steps: int) -> Splits:
         n = steps * batch
@@ -161,7 +164,7 @@ def _measure(spec: ModelSpec, configs: Sequence[TrainConfig], data: Splits,
         start = time.perf_counter()
         run(cut(PROBE_STEPS))
         _sync(device)
-        return (time.perf_counter() - start) / PROBE_STEPS
+        return (time.perf_counter() - start) / (epochs * PROBE_STEPS)
 
     def stacked(fast_path: bool) -> Callable[[Splits], object]:
         def run(probe: Splits) -> object:
