@@ -72,7 +72,7 @@ def test_a_build_past_its_limit_is_stopped_and_says_what_it_waited_for(
               "print('executing 2 pages, 2 at a time (1 thread(s) each): a, b', flush=True)\n"
               "print('executed b in 0.1 s', flush=True)\n"
               "time.sleep(60)\n")  # fmt: skip
-    monkeypatch.setattr(test_build, "command", lambda out: [sys.executable, "-c", script])
+    monkeypatch.setattr(test_build, "command", lambda out, source: [sys.executable, "-c", script])
     assert test_build.build(tmp_path, limit_s=1.5) == 1
     err = capsys.readouterr().err
     assert "stopped after" in err and "waiting for: executing a" in err, err
