@@ -17,7 +17,7 @@ from d2lcore import stack_choice
 from d2lcore.config import ModelSpec, TrainConfig
 from d2lcore.data import Splits
 from d2lcore.device import make_generator
-from d2lcore.stack_choice import PROBE_STEPS, Choice, choose
+from d2lcore.stack_choice import PROBE_STEPS, ROUNDS, Choice, choose
 from d2lcore.sweep import build_model, train_grid, train_one
 
 CPU = torch.device("cpu")
@@ -76,11 +76,12 @@ def test_a_choice_is_measured_once_per_kind_of_group() -> None:
         calls.append(len(data.train[1]))
 
     first = choice(counted)
-    assert calls == [8, 8 * PROBE_STEPS]  # one step to warm up, then PROBE_STEPS
-    assert choice(counted) is first and len(calls) == 2
+    # One step to warm up, then ROUNDS runs of PROBE_STEPS.
+    assert calls == [8] + [8 * PROBE_STEPS] * ROUNDS
+    assert choice(counted) is first and len(calls) == 1 + ROUNDS
     # Another size of group is another kind.
     choice(counted, *group(5))
-    assert len(calls) == 4
+    assert len(calls) == 2 * (1 + ROUNDS)
 
 
 def test_choices_are_kept_on_disk_within_kept_in(tmp_path: Path) -> None:
@@ -93,16 +94,17 @@ def test_choices_are_kept_on_disk_within_kept_in(tmp_path: Path) -> None:
         first = choice(counted)
     (kept,) = (tmp_path / "stacking").glob("*.json")
     stack_choice._chosen.clear()  # another process: measured before, read from the file
+    once = 1 + ROUNDS  # runs of one model a measurement makes
     with stack_choice.kept_in(tmp_path):
-        assert choice(counted) == first and len(calls) == 2
+        assert choice(counted) == first and len(calls) == once
     kept.write_text("{not json")  # a corrupt file is measured again and rewritten
     stack_choice._chosen.clear()
     with stack_choice.kept_in(tmp_path):
         choice(counted)
-    assert len(calls) == 4 and json.loads(kept.read_text())["path"] in stack_choice.PATHS
+    assert len(calls) == 2 * once and json.loads(kept.read_text())["path"] in stack_choice.PATHS
     stack_choice._chosen.clear()
     choice(counted)  # outside kept_in: nothing read
-    assert len(calls) == 6
+    assert len(calls) == 3 * once
 
 
 def test_a_grid_too_small_to_measure_takes_the_default() -> None:
@@ -155,4 +157,4 @@ def test_a_group_with_a_warm_up_is_measured_on_its_own_schedule() -> None:
     models, configs = group()
     warm = [replace(c, num_epochs=3, warmup_epochs=1, schedule="cosine") for c in configs]
     picked = choice(counted, models, warm)
-    assert calls == [(2, 1), (2, 1)] and picked.seconds
+    assert calls == [(2, 1)] * (1 + ROUNDS) and picked.seconds

@@ -38,8 +38,10 @@ from d2lcore.train import seeded
 
 #: The ways a group can train, by name.
 PATHS = ("alone", "matmuls", "torch.func")
-#: Training steps a probe times on each path, after a run of one step to warm up.
+#: Training steps a probe times on each path in a run, after a run of one step to warm up.
 PROBE_STEPS = 2
+#: Timed runs of each path, taking turns: the fastest counts.
+ROUNDS = 2
 
 #: ``train_alone(config, data)``: train one configuration (``sweep.train_one``).
 TrainAlone = Callable[[TrainConfig, Splits], object]
@@ -100,10 +102,11 @@ def choose(spec: ModelSpec, models: Sequence[nn.Module], configs: Sequence[Train
     fast = SequentialStack.reproduces(models)
     paths = 2 if fast else 1  # stacked paths to measure
     steps = first.num_epochs * math.ceil(len(data.train[1]) / first.batch_size)  # a model's
-    # The probe trains (1 + PROBE_STEPS) steps of one model and of the group on each
-    # stacked path: about (1 + PROBE_STEPS) x paths steps of every model, where a
-    # stacked step may cost twice one alone. Worth it at most a quarter of the training.
-    if steps < 8 * (1 + PROBE_STEPS) * paths or len(data.train[1]) < PROBE_STEPS * first.batch_size:
+    # The probe trains 1 + ROUNDS x PROBE_STEPS steps of one model and of the group on
+    # each stacked path: that many steps of every model a path, where a stacked step may
+    # cost twice one alone. Worth it at most a quarter of the training.
+    probe = (1 + ROUNDS * PROBE_STEPS) * paths
+    if steps < 8 * probe or len(data.train[1]) < PROBE_STEPS * first.batch_size:
         return _unmeasured(fast, device)
     key = _key(spec, models, configs, data, device)
     if key in _chosen:
@@ -146,8 +149,10 @@ def _key(spec: ModelSpec, models: Sequence[nn.Module], configs: Sequence[TrainCo
 def _measure(spec: ModelSpec, configs: Sequence[TrainConfig], data: Splits,
              device: torch.device, train_alone: TrainAlone, build: Build,
              fast: bool) -> Choice:  # fmt: skip
-    """Seconds a model and step of each path: a run of one step to warm up, then a
-    timed run of :data:`PROBE_STEPS` steps on the first training examples."""
+    """Seconds a model and step of each path: a run of one step to warm up, then
+    :data:`ROUNDS` timed runs of :data:`PROBE_STEPS` steps on the first training
+    examples, the paths taking turns, and the fastest run of each kept (what else the
+    machine does slows one run, not every path's best)."""
     batch = configs[0].batch_size
     # One epoch, or as many as a warm-up of the learning rate needs to leave one after it
     # (a schedule stays: on a GPU it decides whether the step replays as a graph).
@@ -159,7 +164,6 @@ def _measure(spec: ModelSpec, configs: Sequence[TrainConfig], data: Splits,
         return Splits((data.train[0][:n], data.train[1][:n]), eval_batch_size=data.eval_batch_size)
 
     def timed(run: Callable[[Splits], object]) -> float:
-        run(cut(1))
         _sync(device)
         start = time.perf_counter()
         run(cut(PROBE_STEPS))
@@ -174,10 +178,17 @@ def _measure(spec: ModelSpec, configs: Sequence[TrainConfig], data: Splits,
 
         return run
 
-    seconds = {"alone": timed(lambda probe: train_alone(one[0], probe))}
+    runs: dict[str, tuple[Callable[[Splits], object], int]] = {
+        "alone": (lambda probe: train_alone(one[0], probe), 1)}  # (run, models it trains)
     if fast:
-        seconds["matmuls"] = timed(stacked(True)) / len(one)
-    seconds["torch.func"] = timed(stacked(False)) / len(one)
+        runs["matmuls"] = (stacked(True), len(one))
+    runs["torch.func"] = (stacked(False), len(one))
+    for run, _ in runs.values():
+        run(cut(1))  # warm up
+    seconds = {path: math.inf for path in runs}
+    for _ in range(ROUNDS):
+        for path, (run, models) in runs.items():
+            seconds[path] = min(seconds[path], timed(run) / models)
     return Choice(min(seconds, key=lambda p: seconds[p]), seconds)
 
 

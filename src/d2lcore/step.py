@@ -168,11 +168,13 @@ class TrainStep:
         assert self.static is not None
         graph = torch.cuda.CUDAGraph()
         for g in _generators(self.model):
-            if g.device.type == "cuda":
-                if not hasattr(graph, "register_generator_state"):
-                    self._give_up("this torch cannot register a dropout generator with a graph")
-                    return
-                graph.register_generator_state(g)
+            if g.device.type != "cuda":  # it would draw once, while recording, never again
+                self._give_up(f"a random generator on the {g.device.type} feeds the step")
+                return
+            if not hasattr(graph, "register_generator_state"):
+                self._give_up("this torch cannot register a dropout generator with a graph")
+                return
+            graph.register_generator_state(g)
         self.optimizer.zero_grad()
         try:
             with torch.cuda.graph(graph):
