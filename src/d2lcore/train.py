@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from d2lcore.device import get_device
+from d2lcore.device import get_device, keep_freed_memory
 from d2lcore.metrics import Batch, LossFn
 from d2lcore.metrics import evaluate as evaluate_batches
 from d2lcore.step import TrainStep
@@ -264,6 +264,8 @@ def _loop(
     (``model`` is ``stack``): one history per model."""
     histories = [History() for _ in (stack.rows if stack is not None else [0])]
     alive = list(range(len(histories)))  # the history of each model still training
+    if device.type == "cpu":
+        keep_freed_memory()  # no fresh pages from the kernel at every step
     step = TrainStep(model, loss_fn, optimizer, scheduler=scheduler, stacked=stack is not None,
                      device=device, capture=capture)  # fmt: skip
     for epoch in range(1, num_epochs + 1):
