@@ -10,7 +10,7 @@ keep the device busy, stacking wins, and ``torch.func`` beat the matmul path for
 softmax. :func:`choose` trains each possible path for a few steps on the group's own
 models, batches and optimizer, and picks the fastest a model; the choice is kept for the
 rest of the process (and on disk, :func:`kept_in`), keyed by what the speed depends on.
-Where the probe would cost more than a quarter of training the group itself (or the
+Where the probe would cost more than a tenth of training the group itself (or the
 data holds fewer than its steps), it is skipped: the group stacks where the matmul path
 applies or the device is a GPU, and trains one at a time otherwise.
 """
@@ -104,9 +104,9 @@ def choose(spec: ModelSpec, models: Sequence[nn.Module], configs: Sequence[Train
     steps = first.num_epochs * math.ceil(len(data.train[1]) / first.batch_size)  # a model's
     # The probe trains 1 + ROUNDS x PROBE_STEPS steps of one model and of the group on
     # each stacked path: that many steps of every model a path, where a stacked step may
-    # cost twice one alone. Worth it at most a quarter of the training.
+    # cost twice one alone. Worth it at most a tenth of the training.
     probe = (1 + ROUNDS * PROBE_STEPS) * paths
-    if steps < 8 * probe or len(data.train[1]) < PROBE_STEPS * first.batch_size:
+    if steps < 20 * probe or len(data.train[1]) < PROBE_STEPS * first.batch_size:
         return _unmeasured(fast, device)
     key = _key(spec, models, configs, data, device)
     if key in _chosen:
