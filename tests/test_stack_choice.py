@@ -97,14 +97,19 @@ def test_choices_are_kept_on_disk_within_kept_in(tmp_path: Path) -> None:
     once = 1 + ROUNDS  # runs of one model a measurement makes
     with stack_choice.kept_in(tmp_path):
         assert choice(counted) == first and len(calls) == once
-    kept.write_text("{not json")  # a corrupt file is measured again and rewritten
-    stack_choice._chosen.clear()
-    with stack_choice.kept_in(tmp_path):
-        choice(counted)
-    assert len(calls) == 2 * once and json.loads(kept.read_text())["path"] in stack_choice.PATHS
+    # A corrupt or foreign file is measured again and rewritten.
+    for n, text in enumerate(['{not json', '{"path": "alone"}', '[1, 2]',
+                              '{"path": "fastest", "seconds": {}}',
+                              '{"path": "alone", "seconds": {"alone": "slow"}}'], start=2):
+        kept.write_text(text)
+        stack_choice._chosen.clear()
+        with stack_choice.kept_in(tmp_path):
+            choice(counted)
+        assert len(calls) == n * once, text
+        assert json.loads(kept.read_text())["path"] in stack_choice.PATHS
     stack_choice._chosen.clear()
     choice(counted)  # outside kept_in: nothing read
-    assert len(calls) == 3 * once
+    assert len(calls) == 7 * once
 
 
 def test_a_grid_too_small_to_measure_takes_the_default() -> None:

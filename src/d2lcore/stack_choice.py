@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,16 +113,27 @@ def choose(spec: ModelSpec, models: Sequence[nn.Module], configs: Sequence[Train
     if key in _chosen:
         return _chosen[key]
     file = None if _store is None else _store / "stacking" / f"{key[:32]}.json"
-    kept = None if file is None else read_json(file)
-    if isinstance(kept, dict) and kept.get("path") in PATHS:
-        choice = Choice(kept["path"], {str(p): float(t) for p, t in kept["seconds"].items()})
-    else:
+    choice = None if file is None else _read(file)
+    if choice is None:
         with seeded(0):  # the probe leaves torch's global random streams as they were
             choice = _measure(spec, configs, data, device, train_alone, build, fast)
         if file is not None:  # not kept (a read-only cache): measured again next time
             write_json(file, {"path": choice.path, "seconds": choice.seconds})
     _chosen[key] = choice
     return choice
+
+
+def _read(file: Path) -> Choice | None:
+    """The choice kept in ``file``; ``None`` where it is missing or not one (corrupt,
+    edited, of another version): it is measured again and overwritten."""
+    kept: Any = read_json(file)
+    try:
+        seconds = {str(p): float(t) for p, t in kept["seconds"].items()}
+        if kept["path"] in PATHS and set(seconds) <= set(PATHS):
+            return Choice(kept["path"], seconds)
+    except (TypeError, KeyError, AttributeError, ValueError):
+        pass
+    return None
 
 
 def _unmeasured(fast: bool, device: torch.device) -> Choice:
