@@ -13,6 +13,7 @@ the speed of the device's best kernel.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def model_arithmetic(
     """Count one training step and one evaluation of ``model`` on ``batch`` copies of
     ``example`` (one input without its batch axis), on a copy of the model on the CPU, so
     the model being benchmarked is not touched."""
-    probe = _copy_on_cpu(model)
+    probe = copy.deepcopy(model).to("cpu")
     X = example.detach().to("cpu").unsqueeze(0).expand(batch, *example.shape).contiguous()
     y = torch.zeros(batch, dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss()
@@ -88,12 +89,6 @@ def model_arithmetic(
             probe(X)
 
     return Arithmetic(count_flops(step) / batch, count_flops(evaluate) / batch)
-
-
-def _copy_on_cpu(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).to("cpu")
 
 
 @dataclass(frozen=True)

@@ -131,13 +131,13 @@ class TrainStep:
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor) -> int:
         """One step on ``(X, y)`` (on the device); returns the number of examples."""
-        count = len(y) if not self.stacked else y.shape[1]
+        count = y.shape[1] if self.stacked else len(y)
         if not self.capture:
-            self._step(X, y)
+            self._step(X, y, count)
             return count
         if self.static is not None and (X.shape != self.static[0].shape
                                         or y.shape != self.static[1].shape):  # fmt: skip
-            self._step(X, y)  # a batch of another shape: eagerly, the graph stays
+            self._step(X, y, count)  # a batch of another shape: eagerly, the graph stays
             return count
         if self.static is None:
             self.static = (torch.empty_like(X), torch.empty_like(y))
@@ -145,26 +145,26 @@ class TrainStep:
         static_X.copy_(X)
         static_y.copy_(y)
         if self.device.type != "cuda":
-            self._step(static_X, static_y)  # the rehearsal: the same tensors, eagerly
+            self._step(static_X, static_y, count)  # the rehearsal: the same tensors, eagerly
             return count
         if self.graph is None and self.warm < WARMUP_STEPS:
             self.warm += 1
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                self._step(static_X, static_y)
+                self._step(static_X, static_y, count)
             torch.cuda.current_stream(self.device).wait_stream(side)
             return count
         if self.graph is None:
-            self._record()
+            self._record(count)
             if self.graph is None:  # recording failed: eagerly from now on
-                self._step(static_X, static_y)
+                self._step(static_X, static_y, count)
                 return count
         self.graph.replay()
         self.replays += 1
         return count
 
-    def _record(self) -> None:
+    def _record(self, count: int) -> None:
         assert self.static is not None
         graph = torch.cuda.CUDAGraph()
         for g in _generators(self.model):
@@ -178,7 +178,7 @@ class TrainStep:
         self.optimizer.zero_grad()
         try:
             with torch.cuda.graph(graph):
-                self._step(*self.static, zero=False)
+                self._step(*self.static, count, zero=False)
         except RuntimeError as e:  # an operation that cannot be recorded
             self._give_up(f"recording the step failed ({e})")
             return
@@ -188,7 +188,7 @@ class TrainStep:
         warnings.warn(f"training without a CUDA graph: {why}", RuntimeWarning, stacklevel=4)
         self.capture, self.why_eager = False, why
 
-    def _step(self, X: torch.Tensor, y: torch.Tensor, *, zero: bool = True) -> None:
+    def _step(self, X: torch.Tensor, y: torch.Tensor, count: int, *, zero: bool = True) -> None:
         # In a graph the gradients are not zeroed by the recorded step: zero_grad sets
         # them to None before recording, and backward then writes them in the graph's
         # memory; every replay overwrites them.
@@ -201,5 +201,4 @@ class TrainStep:
         if self.scheduler is not None:
             self.scheduler.step()
         assert self.loss_sum is not None
-        count = y.shape[1] if self.stacked else len(y)
         self.loss_sum += loss.detach() * count

@@ -180,7 +180,7 @@ def train_grid(
     reason = "batched=False" if batched is False else None
     measure = batched is None  # each group's path measured (stack_choice) or forced
     batched = reason is None
-    paths: list[str] = []  # each group's path, for meta
+    paths: list[tuple[int, Choice]] = []  # each stackable group's size and path, for meta
 
     def with_extras(run: RunResult, config: TrainConfig) -> RunResult:
         if extras is not None and run.model is not None:
@@ -209,7 +209,7 @@ def train_grid(
                     choice = choose(spec, [models[i] for i in members], group, data, device,
                                     train_alone=lambda c, d: train_one(spec, c, d, device=device),
                                     build=lambda c: build_model(spec, c, device))  # fmt: skip
-                paths.append(f"{len(members)} models: {choice.describe()}")
+                paths.append((len(members), choice))
             if not choice.stacked:
                 for i in members:
                     results[i] = with_extras(train_one(spec, todo[i], data, device=device),
@@ -228,11 +228,12 @@ def train_grid(
     with kept_in(cache_dir(cache)):  # measured choices of stacking, beside the grids
         out = run_grid(grid.axes, one, batch=together if batched else None, cache=cache,
                        device=device, name="train_grid")  # fmt: skip
-    if paths and all("models: alone" in p for p in paths):  # every group measured slower
-        batched, reason = False, "; ".join(paths)  # stacked than one at a time
+    described = [f"{n} models: {choice.describe()}" for n, choice in paths]
+    if paths and not any(choice.stacked for _, choice in paths):  # every group measured
+        batched, reason = False, "; ".join(described)  # slower stacked than alone
     out.meta["batched"] = batched
     if reason is not None:
         out.meta["unstacked_reason"] = reason
     if paths:
-        out.meta["stacking"] = paths
+        out.meta["stacking"] = described
     return out
