@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2lcore.conv import AvgPool2d, LeNet, Residual, SmallResNet, conv_output_size, corr2d
+from d2lcore.conv import (
+    AvgPool2d,
+    BatchGradConv2d,
+    LeNet,
+    Residual,
+    SmallResNet,
+    conv_output_size,
+    corr2d,
+)
 from d2lcore.models import Dropout
 
 d2l = pytest.importorskip("d2l.torch")
@@ -64,7 +72,15 @@ def test_classic_lenet_equals_d2l_lenet() -> None:
     ours = LeNet()
     copy_parameters(theirs, ours)
     kinds = lambda m: [type(layer).__name__ for layer in m.net]  # noqa: E731
-    assert kinds(ours) == [k.replace("Lazy", "") for k in kinds(theirs)]
+    # The second convolution is an nn.Conv2d with another weight gradient (tested below).
+    assert isinstance(ours.net[3], BatchGradConv2d) and isinstance(ours.net[3], nn.Conv2d)
+    assert [k.replace("BatchGrad", "") for k in kinds(ours)] == \
+        [k.replace("Lazy", "") for k in kinds(theirs)]  # fmt: skip
+    torch.testing.assert_close(ours(X), theirs(X))
+    # Trained one step each with SGD, they stay the same network.
+    for model in (ours, theirs):
+        F.cross_entropy(model(X), torch.arange(4)).backward()
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
     torch.testing.assert_close(ours(X), theirs(X))
 
 
@@ -80,6 +96,49 @@ def test_modern_lenet_layers_and_shapes() -> None:
     assert model.first_conv().weight.shape == (6, 1, 5, 5)
     no_bn = LeNet.modern(batch_norm=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())
+
+
+@pytest.mark.parametrize("padding", [0, 2, (1, 0)])
+def test_batch_grad_conv_equals_torch(padding: int | tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    ours = BatchGradConv2d(3, 4, kernel_size=(3, 5), padding=padding).double()
+    theirs = nn.Conv2d(3, 4, kernel_size=(3, 5), padding=padding).double()
+    theirs.load_state_dict(ours.state_dict())
+    X = torch.randn(5, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    out = ours(X)
+    torch.testing.assert_close(out, theirs(X))
+    grad = torch.randn_like(out)
+    for wanted in ((X, ours.weight, ours.bias), (ours.weight,)):  # input gradient or not
+        got = torch.autograd.grad(ours(X), wanted, grad)
+        ref = [theirs.get_parameter(n) if n else X for n in
+               [{id(ours.weight): "weight", id(ours.bias): "bias"}.get(id(t), "") for t in wanted]]
+        torch.testing.assert_close(got, torch.autograd.grad(theirs(X), ref, grad))
+    # Second derivatives too (a gradient penalty, a Hessian-vector product).
+    conv = lambda X, W, b: ours._conv_forward(X, W, b)  # noqa: E731
+    args = (X[:2].detach().requires_grad_(), ours.weight, ours.bias)
+    assert torch.autograd.gradcheck(conv, args) and torch.autograd.gradgradcheck(conv, args)
+
+
+def test_batch_grad_conv_without_bias_under_vmap_and_other_convolutions() -> None:
+    conv = BatchGradConv2d(2, 3, kernel_size=3, bias=False).double()
+    plain = nn.Conv2d(2, 3, kernel_size=3, bias=False).double()
+    plain.load_state_dict(conv.state_dict())
+    X = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+
+    def weight_grad(layer: nn.Module, W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loss = lambda W: torch.func.functional_call(layer, {"weight": W}, (x,)).pow(2).sum()  # noqa: E731
+        return torch.func.grad(loss)(W)
+
+    # Stacked models (torch.func): one weight per model, vmapped, equals each alone.
+    Ws = torch.randn(3, 3, 2, 3, 3, dtype=torch.float64)
+    ours = torch.func.vmap(lambda W: weight_grad(conv, W, X))(Ws)
+    torch.testing.assert_close(ours, torch.stack([weight_grad(plain, W, X) for W in Ws]))
+    # Strides, groups, dilation and "same" padding are torch's own convolution.
+    for kwargs in ({"stride": 2}, {"groups": 2}, {"dilation": 2}, {"padding": "same"}):
+        ours_ = BatchGradConv2d(2, 4, 3, **kwargs).double()
+        theirs_ = nn.Conv2d(2, 4, 3, **kwargs).double()
+        theirs_.load_state_dict(ours_.state_dict())
+        torch.testing.assert_close(ours_(X), theirs_(X))
 
 
 @pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 16, 10, 10), (2, 3, 7, 8), (5, 2, 6)])

@@ -8,6 +8,7 @@ models here use torch's layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,61 @@ class _Pool2x2(torch.autograd.Function):
         # a (h, 2, w, 2) view took twice as long).
         cols = (grad * 0.25).unsqueeze(-1).expand(*lead, h, w, 2).reshape(*lead, h, 2 * w)
         return cols.unsqueeze(-2).expand(*lead, h, 2, 2 * w).reshape(*lead, 2 * h, 2 * w)
+
+
+class BatchGradConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose weight gradient on the CPU is itself a forward convolution,
+    with the batch as channels: ``dW[o, i] = sum_b X[b, i] * dY[b, o]`` is the
+    cross-correlation of the input's channels (the batch axis read as channels) with the
+    gradient's (read as filters).
+
+    For LeNet's second convolution (6 -> 16 channels, 5 x 5 on 14 x 14, no padding) this
+    took 1.05 ms at a batch of 256 against 1.9 ms for torch's own weight gradient
+    (oneDNN, one thread); for the first (one input channel) and for the 3 x 3 and 1 x 1
+    convolutions of the modern networks it measured 1.5 to 8 times *slower*, so only
+    LeNet's second convolution uses it. The input's gradient and the forward pass are
+    torch's. Same parameters, initialization and ``state_dict`` as ``nn.Conv2d``; the
+    gradient equals torch's up to float rounding. On a GPU, with strides, dilation,
+    groups or padding other than zeros, torch's own backward runs."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+        if plain and self.padding_mode == "zeros" and not isinstance(self.padding, str) \
+                and input.device.type == "cpu" and input.dim() == 4:  # fmt: skip
+            return _BatchGradConv.apply(input, weight, bias, tuple(self.padding))
+        return super()._conv_forward(input, weight, bias)
+
+
+class _BatchGradConv(torch.autograd.Function):
+    """``F.conv2d(X, W, b, padding=padding)`` (stride 1, four axes), its weight gradient
+    computed as a convolution over the batch (:class:`BatchGradConv2d`)."""
+
+    generate_vmap_rule = True  # so torch.func stacks (vmap) can call it
+
+    @staticmethod
+    def forward(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+                padding: tuple[int, int]) -> torch.Tensor:  # fmt: skip
+        return F.conv2d(X, W, b, padding=padding)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        X, W, _, padding = inputs
+        ctx.save_for_backward(X, W)
+        ctx.padding = padding
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        X, W = ctx.saved_tensors
+        need_X, need_W, need_b, _ = ctx.needs_input_grad
+        dX = F.conv_transpose2d(grad, W, padding=ctx.padding) if need_X else None
+        dW = None
+        if need_W:
+            # (C_in, N, H, W) cross-correlated with (C_out, N, h, w): (C_in, C_out, kh, kw).
+            dW = F.conv2d(X.transpose(0, 1), grad.transpose(0, 1), padding=ctx.padding)
+            dW = dW.transpose(0, 1).contiguous()
+        db = grad.sum((0, 2, 3)) if need_b else None
+        return dX, dW, db, None
 
 
 #: Pooling layers by name, so a configuration can name one.
@@ -136,7 +192,7 @@ class LeNet(nn.Module):
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), *norm(nn.BatchNorm2d, 6),
             act(), pool_cls(kernel_size=2, stride=2),
-            nn.Conv2d(6, 16, kernel_size=5), *norm(nn.BatchNorm2d, 16),
+            BatchGradConv2d(6, 16, kernel_size=5), *norm(nn.BatchNorm2d, 16),
             act(), pool_cls(kernel_size=2, stride=2),
             nn.Flatten(),
         ]  # fmt: skip
