@@ -110,10 +110,15 @@ class Floor:
         return f"{self.flops / 1e9:.1f} GFLOP, floor {self.seconds:.3f} s"
 
 
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def rate_line(device: torch.device, rate: float) -> str:
     """One line that says what the floors below were measured against."""
     size = 8192 if device.type == "cuda" else 1024
     return (f"matrix-product rate of this device, measured now: {rate / 1e9:.1f} GFLOP/s "
-            f"(float32, {size} x {size}, {torch.get_num_threads()} threads); a floor is a "
+            f"(float32, {size} x {size}, {_threads()}); a floor is a "
             "model's arithmetic (matrix products and convolutions, counted by torch's "
             "FlopCounterMode) at that rate")  # fmt: skip
