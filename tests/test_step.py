@@ -16,7 +16,7 @@ from d2lcore.config import ModelSpec, TrainConfig
 from d2lcore.data import Splits, TensorLoader
 from d2lcore.device import make_generator
 from d2lcore.models import MLP
-from d2lcore.step import TrainStep, graph_safe, graphs_wanted
+from d2lcore.step import TrainStep, graph_safe, graphs_wanted, settings
 from d2lcore.sweep import build_model, train_grid
 from d2lcore.train import fit
 
@@ -71,6 +71,42 @@ def test_short_batches_run_eagerly_and_the_fixed_inputs_keep_the_first_shape() -
         want = 8 * float(nn.CrossEntropyLoss()(model(X[:8]), y[:8]))  # before the update
     assert step(X[:8], y[:8]) == 8
     assert float(step.loss_sum) == pytest.approx(want, rel=1e-6)
+
+
+def test_a_learning_rate_changed_between_epochs_starts_the_step_over() -> None:
+    # A graph bakes in the rate it was recorded with: a hook that changes the rate must
+    # make the step record again, and training must follow the new rate.
+    def train(capture: bool) -> list[float]:
+        splits = data()
+        torch.manual_seed(0)
+        model = MLP(36, (16,), 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+        loader = TensorLoader(*splits.train, batch_size=16, seed=1, device="cpu")
+
+        def lower(epoch: int, history: object) -> None:
+            for group in opt.param_groups:
+                group["lr"] /= 10
+
+        history = fit(model, loader, loss_fn=nn.CrossEntropyLoss(), optimizer=opt,
+                      num_epochs=3, device=CPU, capture=capture, on_epoch_end=lower)  # fmt: skip
+        return history.train_loss
+
+    assert train(True) == train(False)
+    model = MLP(4, (), 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = TrainStep(model, nn.CrossEntropyLoss(), opt, stacked=False, device=CPU, capture=True)
+    step.new_epoch(None)
+    X, y = torch.randn(8, 4), torch.tensor([0, 1] * 4)
+    step(X, y)
+    first = step.static
+    step(X, y)
+    assert step.static is first and step.restarts == 0
+    opt.param_groups[0]["momentum"] = 0.5
+    step(X, y)
+    assert step.static is not first and step.restarts == 1
+    assert ("lr", 0.1) in settings(opt)[0] and ("momentum", 0.5) in settings(opt)[0]
+    adam = torch.optim.Adam(model.parameters(), betas=(0.9, 0.99))
+    assert ("betas", (0.9, 0.99)) in settings(adam)[0]
 
 
 def test_a_stack_that_drops_a_diverged_model_equals_the_plain_loop(monkeypatch) -> None:

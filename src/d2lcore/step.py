@@ -12,7 +12,9 @@ fixed input tensors, and it is recorded only where replaying is the same computa
 - every batch but one of a different shape (an epoch's last, short batch) replays; the
   others run eagerly on the same parameters and optimizer state;
 - the optimizer keeps no Python-side number that changes from step to step
-  (:func:`graph_safe`): SGD, or Adam with ``capturable=True``, without a scheduler;
+  (:func:`graph_safe`): SGD, or Adam with ``capturable=True``, without a scheduler; a
+  setting changed by hand between steps (a hook that lowers the learning rate) is seen
+  (:func:`settings`) and the step recorded again;
 - random numbers come from torch's default generator or from generators registered with
   the graph (each dropout layer's own, found on the model).
 
@@ -66,6 +68,20 @@ def graph_safe(optimizer: Any, scheduler: object | None) -> str | None:
     return f"{type(optimizer).__name__} keeps a step count outside the graph"
 
 
+def settings(optimizer: Any) -> tuple[object, ...]:
+    """The numbers of a ``torch.optim`` optimizer's groups (learning rate, momentum, weight
+    decay, betas, ...): a recorded step keeps the values it was recorded with, so when
+    one changes (a hook that lowers the rate between epochs) the step is recorded again."""
+
+    def numeric(value: object) -> bool:
+        if isinstance(value, tuple):
+            return all(numeric(v) for v in value)
+        return isinstance(value, bool | int | float)
+
+    return tuple(tuple(sorted((key, value) for key, value in group.items() if numeric(value)))
+                 for group in getattr(optimizer, "param_groups", ()))  # fmt: skip
+
+
 def _generators(model: nn.Module) -> list[torch.Generator]:
     """The random generators the model's layers draw from (d2lcore's dropout keeps one
     each; a stack keeps one per model)."""
@@ -111,6 +127,8 @@ class TrainStep:
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
         self.warm = 0
         self.replays = 0
+        self.settings: tuple[object, ...] = ()  # the optimizer's, when the inputs were fixed
+        self.restarts = 0  # times the optimizer's settings changed under a fixed step
 
     def new_epoch(self, num_models: int | None) -> None:
         """Start summing the losses again, for ``num_models`` models (``None``: one)."""
@@ -139,8 +157,12 @@ class TrainStep:
                                         or y.shape != self.static[1].shape):  # fmt: skip
             self._step(X, y, count)  # a batch of another shape: eagerly, the graph stays
             return count
+        if self.static is not None and settings(self.optimizer) != self.settings:
+            self._forget()  # a graph would replay the old learning rate
+            self.restarts += 1
         if self.static is None:
             self.static = (torch.empty_like(X), torch.empty_like(y))
+            self.settings = settings(self.optimizer)
         static_X, static_y = self.static
         static_X.copy_(X)
         static_y.copy_(y)
