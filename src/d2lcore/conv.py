@@ -69,13 +69,14 @@ class BatchGradConv2d(nn.Conv2d):
     gradient's (read as filters).
 
     For LeNet's second convolution (6 -> 16 channels, 5 x 5 on 14 x 14, no padding) this
-    took 1.05 ms at a batch of 256 against 1.9 ms for torch's own weight gradient
-    (oneDNN, one thread); for the first (one input channel) and for the 3 x 3 and 1 x 1
-    convolutions of the modern networks it measured 1.5 to 8 times *slower*, so only
-    LeNet's second convolution uses it. The input's gradient and the forward pass are
-    torch's. Same parameters, initialization and ``state_dict`` as ``nn.Conv2d``; the
-    gradient equals torch's up to float rounding. On a GPU, with strides, dilation,
-    groups or padding other than zeros, torch's own backward runs."""
+    took about 1.1 ms at a batch of 256 against 1.8-1.9 ms for torch's own weight
+    gradient (oneDNN, one thread, ``benchmarks/bench_conv.py``); for the first (one
+    input channel) and for the 3 x 3 and 1 x 1 convolutions of the modern networks it
+    measured 1.5 to 8 times *slower*, so only LeNet's second convolution uses it. The
+    input's gradient and the forward pass are torch's. Same parameters, initialization
+    and ``state_dict`` as ``nn.Conv2d``; the gradient equals torch's up to float
+    rounding. On a GPU, with strides, dilation, groups or padding other than zeros,
+    torch's own backward runs."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
